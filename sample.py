@@ -1,0 +1,18 @@
+"""Entry point: `python sample.py [overrides]`. The work is in `genlab.sample.run`."""
+
+import hydra
+from omegaconf import DictConfig
+
+import genlab  # noqa: F401  (registers the config resolvers)
+from genlab.sample import run
+from genlab.utils.cli import exit_on_user_error
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="sample")
+def main(cfg: DictConfig):
+    with exit_on_user_error():
+        return run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Sample grids from fixed noise, written as PNGs and sent to every image-capable logger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from torchvision.utils import make_grid, save_image
+
+
+class SampleGrid(pl.Callback):
+    """Every ``every_n_epochs`` epochs, save ``n`` samples from the same latents as one grid.
+
+    Fixed latents (``seed``) make successive grids comparable: the same cell shows how one z
+    evolves. Models with ``reconstruct`` (VAEs) also get a grid of validation images (odd rows)
+    above their reconstructions (even rows). Files: ``<dirpath>/samples_epoch=007.png``,
+    ``recon_epoch=007.png`` and ``samples_last.png``.
+    """
+
+    def __init__(self, dirpath: str, n: int = 64, every_n_epochs: int = 1, seed: int = 0) -> None:
+        self.dirpath = Path(dirpath)
+        self.n, self.every_n_epochs, self.seed = n, every_n_epochs, seed
+        self.nrow = max(1, int(n**0.5))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if (epoch + 1) % self.every_n_epochs and epoch + 1 != trainer.max_epochs:
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            samples = pl_module.sample(self.n, generator=torch.Generator().manual_seed(self.seed))
+            self._emit(trainer, "samples", samples, epoch)
+            recon = self._reconstructions(trainer, pl_module)
+            if recon is not None:
+                self._emit(trainer, "reconstructions", recon, epoch)
+        finally:
+            pl_module.train(was_training)
+
+    def _reconstructions(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> torch.Tensor | None:
+        datamodule = trainer.datamodule
+        if not hasattr(pl_module, "reconstruct") or datamodule is None or datamodule.val_set is None:
+            return None
+        k = max(1, self.n // 2)
+        real = torch.stack([datamodule.val_set[i][0] for i in range(min(k, len(datamodule.val_set)))])
+        real = real.to(pl_module.device)
+        recon = pl_module.reconstruct(real)
+        # Interleave rows: a row of originals, then the same images reconstructed.
+        rows = [t.split(self.nrow) for t in (real, recon)]
+        return torch.cat([torch.cat(pair) for pair in zip(*rows)])
+
+    def _emit(self, trainer: pl.Trainer, name: str, images: torch.Tensor, epoch: int) -> None:
+        grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=self.nrow, padding=2)
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        short = "samples" if name == "samples" else "recon"
+        save_image(grid, self.dirpath / f"{short}_epoch={epoch:03d}.png")
+        save_image(grid, self.dirpath / f"{short}_last.png")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                hwc = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+                logger.log_image(key=name, images=[hwc], caption=[f"epoch {epoch}"])
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(name, grid, global_step=trainer.global_step)

@@ -1,0 +1,205 @@
+"""MNIST and its look-alikes (Fashion-MNIST, KMNIST) as a LightningDataModule.
+
+    python train.py data=mnist data.batch_size=256 data.train_fraction=0.1
+
+torchvision reads the IDX files; the module then keeps the whole set as one float tensor in
+[0, 1] (NCHW), which is far faster on CPU than decoding a PIL image per sample. The repo ships
+MNIST's four ``.gz`` files under ``data/MNIST/raw/``: they are decompressed (and checked against
+``data/MNIST/SHA256SUMS.raw``) on first use, so training works offline on a fresh clone.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets
+
+from genlab.errors import DataError
+
+# config name -> torchvision class (its name is also the folder under data_dir)
+DATASETS: dict[str, type[datasets.MNIST]] = {
+    "mnist": datasets.MNIST,
+    "fashion_mnist": datasets.FashionMNIST,
+    "kmnist": datasets.KMNIST,
+}
+
+
+def raw_file_names(dataset_cls: type[datasets.MNIST]) -> list[str]:
+    """The decompressed IDX file names torchvision expects in ``<data_dir>/<Class>/raw/``."""
+    return [os.path.splitext(os.path.basename(url))[0] for url, _ in dataset_cls.resources]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_checksums(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    pairs = (line.split() for line in path.read_text().splitlines() if line.strip())
+    return {name: digest for digest, name in pairs}
+
+
+def ensure_raw_files(data_dir: str | Path, dataset: str = "mnist", download: bool = True) -> Path:
+    """Make sure the IDX files of ``dataset`` are in ``<data_dir>/<Class>/raw/``.
+
+    Order: files already there -> decompress shipped ``.gz`` (verified against
+    ``SHA256SUMS.raw`` when present) -> torchvision download -> one clear ``DataError``.
+    Returns the raw folder.
+    """
+    dataset_cls = DATASETS[dataset]
+    root = Path(data_dir) / dataset_cls.__name__
+    raw = root / "raw"
+    checksums = _read_checksums(root / "SHA256SUMS.raw")
+    for name in raw_file_names(dataset_cls):
+        target, packed = raw / name, raw / f"{name}.gz"
+        if target.exists() or not packed.exists():
+            continue
+        tmp = target.with_suffix(".partial")  # never leave a half-written file behind
+        with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        if name in checksums and _sha256(tmp) != checksums[name]:
+            tmp.unlink()
+            raise DataError(
+                f"{packed} does not decompress to the expected file (SHA-256 mismatch with "
+                f"{root / 'SHA256SUMS.raw'}). The copy is corrupt: replace it with a fresh one."
+            )
+        tmp.replace(target)
+
+    missing = [n for n in raw_file_names(dataset_cls) if not (raw / n).exists()]
+    if missing and download:
+        try:
+            dataset_cls(str(data_dir), train=True, download=True)
+            dataset_cls(str(data_dir), train=False, download=True)
+        except Exception as err:  # no network, mirror down, ...: reported below
+            reason = f"download failed ({type(err).__name__}: {err})"
+        else:
+            return raw
+    elif missing:
+        reason = "download is disabled (data.download=false)"
+    else:
+        return raw
+    raise DataError(
+        f"{dataset} is missing and {reason}. Put these files (or their .gz versions) in "
+        f"{raw.resolve()}/: {', '.join(missing)}. Or point data.data_dir at a folder that "
+        f"holds {dataset_cls.__name__}/raw/."
+    )
+
+
+class ImageTensorDataset(Dataset):
+    """(image, label) pairs from in-memory tensors; optional random-shift augmentation."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, shift: int = 0) -> None:
+        self.images, self.labels, self.shift = images, labels, shift
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[i]
+        if self.shift:
+            # Translate by up to `shift` px (zero fill): digits stay digits, unlike flips.
+            s = self.shift
+            dx, dy = torch.randint(-s, s + 1, (2,)).tolist()
+            image = F.pad(image, (s, s, s, s))[:, s + dy : s + dy + image.shape[1], s + dx : s + dx + image.shape[2]]
+        return image, self.labels[i]
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """MNIST-format datasets: seeded train/val split of the 60k training set, 10k test set.
+
+    Batches are ``(images, labels)`` with images float32 ``[B, channels, image_size,
+    image_size]`` in [0, 1]. ``train_fraction`` keeps a seeded subset of the training split
+    (data-scaling experiments); validation and test sets never shrink.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        dataset: str = "mnist",
+        batch_size: int = 128,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        train_fraction: float = 1.0,
+        val_size: int = 5000,
+        image_size: int = 28,
+        channels: int = 1,
+        augment: bool = False,
+        split_seed: int = 42,
+        download: bool = True,
+    ) -> None:
+        super().__init__()
+        if dataset not in DATASETS:
+            raise ValueError(f"data.dataset={dataset!r} is unknown: choose one of {sorted(DATASETS)}.")
+        if not 0.0 < train_fraction <= 1.0:
+            raise ValueError(f"data.train_fraction={train_fraction} must be in (0, 1].")
+        if channels not in (1, 3):
+            raise ValueError(f"data.channels={channels} must be 1 or 3 (grey is repeated).")
+        self.data_dir, self.dataset = data_dir, dataset
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.train_fraction, self.val_size, self.split_seed = train_fraction, val_size, split_seed
+        self.image_size, self.channels = image_size, channels
+        self.augment, self.download = augment, download
+        self.train_set = self.val_set = self.test_set = None
+
+    def prepare_data(self) -> None:
+        ensure_raw_files(self.data_dir, self.dataset, self.download)
+
+    def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        ensure_raw_files(self.data_dir, self.dataset, self.download)  # no-op once prepared
+        raw = DATASETS[self.dataset](str(self.data_dir), train=train, download=False)
+        images = raw.data.unsqueeze(1).float().div_(255.0)
+        if self.image_size != images.shape[-1]:
+            images = F.interpolate(images, size=self.image_size, mode="bilinear", antialias=True)
+            images = images.clamp_(0.0, 1.0)
+        if self.channels == 3:
+            images = images.expand(-1, 3, -1, -1).contiguous()
+        return images, raw.targets
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            images, labels = self._load(train=True)
+            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
+            val_idx, train_idx = order[: self.val_size], order[self.val_size :]
+            train_idx = train_idx[: max(1, round(self.train_fraction * len(train_idx)))]
+            shift = 2 if self.augment else 0
+            self.train_set = ImageTensorDataset(images[train_idx], labels[train_idx], shift)
+            self.val_set = ImageTensorDataset(images[val_idx], labels[val_idx])
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = ImageTensorDataset(*self._load(train=False))
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            # Full training batches keep BatchNorm statistics sane (unless the set is tiny).
+            drop_last=shuffle and len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

@@ -1,0 +1,17 @@
+"""Errors a user can fix. Entry points print them as one line instead of a traceback."""
+
+
+class GenlabError(Exception):
+    """Base class: a problem with the user's config, data or files, not a bug in genlab."""
+
+
+class ConfigError(GenlabError):
+    """A config option is invalid (the message names the option and the valid choices)."""
+
+
+class DataError(GenlabError):
+    """A dataset is missing or unreadable (the message names the files and where they go)."""
+
+
+class CheckpointError(GenlabError):
+    """A checkpoint cannot be used (missing, or not written by genlab)."""

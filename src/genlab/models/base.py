@@ -1,0 +1,88 @@
+"""What every genlab model shares: the sampling interface, monitor key and optimizer plumbing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import pytorch_lightning as pl
+import torch
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+class GenerativeModel(pl.LightningModule):
+    """Base LightningModule for generative image models.
+
+    Subclasses implement ``generate(z)``; ``sample(n, generator) -> [n, C, H, W] in [0, 1]`` is
+    built on it. Callbacks, metrics and ``sample.py`` use only these, so they work for every
+    model. All models optimise manually
+    (``automatic_optimization = False``): the training step reads top to bottom, every
+    ``zero_grad``/``backward``/``step`` in sight.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        monitor: str,
+        monitor_mode: str,
+        scheduler: SchedulerFactory | None = None,
+        gradient_clip_val: float | None = None,
+    ) -> None:
+        super().__init__()
+        if monitor_mode not in ("min", "max"):
+            raise ValueError(f"monitor_mode={monitor_mode!r}: choose 'min' or 'max'.")
+        self.automatic_optimization = False
+        self.latent_dim = latent_dim
+        self.monitor = monitor
+        self.monitor_mode = monitor_mode
+        self.scheduler_factory = scheduler
+        self.gradient_clip_val = gradient_clip_val
+
+    # --- sampling interface -------------------------------------------------------------------
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Standard-normal latents, drawn on the CPU so a seed gives the same z on any device."""
+        z = torch.randn(n, self.latent_dim, generator=generator)
+        return z.to(self.device)
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents ``[N, latent_dim]`` -> images ``[N, C, H, W]`` in [0, 1]."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images in [0, 1]; the same ``generator`` seed gives the same images."""
+        return self.generate(self.noise(n, generator)).clamp(0, 1)
+
+    # --- optimisation helpers -----------------------------------------------------------------
+    def _with_schedulers(self, optimizers: list[torch.optim.Optimizer]) -> list[dict]:
+        configs = []
+        for opt in optimizers:
+            config: dict = {"optimizer": opt}
+            if self.scheduler_factory is not None:
+                config["lr_scheduler"] = {"scheduler": self.scheduler_factory(opt)}
+            configs.append(config)
+        return configs
+
+    def on_train_epoch_end(self) -> None:
+        # Manual optimisation: Lightning does not step schedulers for us. They are per-epoch.
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+
+    def backward_and_step(self, loss: torch.Tensor, optimizer, name: str) -> None:
+        """zero_grad -> backward -> (clip) -> step, after refusing a non-finite loss."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{name} is {loss.item()} at global step {self.global_step} (epoch "
+                f"{self.current_epoch}). Training diverged: lower the learning rate "
+                "(model.optimizer.lr=...), set model.gradient_clip_val=1.0, or check the input "
+                "data for NaNs. The last good checkpoint is in the run's checkpoints/ folder."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val)
+        optimizer.step()

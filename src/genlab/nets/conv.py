@@ -1,0 +1,119 @@
+"""DCGAN-style convolutional encoder and decoder (plain ``nn.Module``s, no Lightning).
+
+One pair of nets serves every model family:
+
+* ``ConvDecoder`` maps a latent vector to an image. With ``out_activation="tanh"`` it is the
+  DCGAN generator; with ``out_activation=None`` it is a VAE decoder that returns logits/means.
+* ``ConvEncoder`` maps an image to ``out_features`` numbers. With ``out_features=1`` it is the
+  DCGAN discriminator (logits out, no sigmoid: losses take logits); with ``2 * latent_dim`` it is
+  a VAE encoder.
+
+Both work for square images of size ``s * 2**k`` with ``s`` in {4, 7}: 28 px (MNIST) starts from
+7x7, 32/64/128 px from 4x4. Each stage doubles (decoder) or halves (encoder) the resolution.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _stages(image_size: int) -> tuple[int, int]:
+    """Return (base resolution, number of stride-2 stages) for ``image_size``."""
+    for base in (4, 7):
+        size, n = image_size, 0
+        while size > base and size % 2 == 0:
+            size, n = size // 2, n + 1
+        if size == base and n >= 1:
+            return base, n
+    raise ValueError(
+        f"image_size={image_size} is not supported by the conv nets: use 28 or 4*2**k "
+        "(8, 16, 32, 64, 128, ...)."
+    )
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm={kind!r} is not supported: choose 'batch' or 'none'.")
+
+
+class ConvDecoder(nn.Module):
+    """Latent ``[N, latent_dim]`` -> image ``[N, channels, image_size, image_size]``.
+
+    ``width`` is the channel count of the last hidden stage; earlier stages double it, as in
+    DCGAN (Radford et al., 2016).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 64,
+        channels: int = 1,
+        image_size: int = 28,
+        width: int = 64,
+        norm: str = "batch",
+        out_activation: str | None = "tanh",
+    ) -> None:
+        super().__init__()
+        base, n = _stages(image_size)
+        self.latent_dim = latent_dim
+        ch = width * 2 ** (n - 1)
+        self.project = nn.Sequential(
+            nn.Linear(latent_dim, ch * base * base, bias=False),
+            nn.Unflatten(1, (ch, base, base)),
+            _norm(norm, ch),
+            nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        for _ in range(n - 1):
+            layers += [
+                nn.ConvTranspose2d(ch, ch // 2, 4, stride=2, padding=1, bias=norm == "none"),
+                _norm(norm, ch // 2),
+                nn.ReLU(inplace=True),
+            ]
+            ch //= 2
+        layers.append(nn.ConvTranspose2d(ch, channels, 4, stride=2, padding=1))
+        if out_activation == "tanh":
+            layers.append(nn.Tanh())
+        elif out_activation not in (None, "none"):
+            raise ValueError(f"out_activation={out_activation!r}: choose 'tanh' or None.")
+        self.upsample = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.upsample(self.project(z))
+
+
+class ConvEncoder(nn.Module):
+    """Image ``[N, channels, image_size, image_size]`` -> ``[N, out_features]``."""
+
+    def __init__(
+        self,
+        out_features: int = 1,
+        channels: int = 1,
+        image_size: int = 28,
+        width: int = 64,
+        norm: str = "batch",
+        negative_slope: float = 0.2,
+    ) -> None:
+        super().__init__()
+        base, n = _stages(image_size)
+        layers: list[nn.Module] = [
+            # No norm on the first layer (DCGAN): it would normalise away the input statistics.
+            nn.Conv2d(channels, width, 4, stride=2, padding=1),
+            nn.LeakyReLU(negative_slope, inplace=True),
+        ]
+        ch = width
+        for _ in range(n - 1):
+            layers += [
+                nn.Conv2d(ch, ch * 2, 4, stride=2, padding=1, bias=norm == "none"),
+                _norm(norm, ch * 2),
+                nn.LeakyReLU(negative_slope, inplace=True),
+            ]
+            ch *= 2
+        layers += [nn.Flatten(), nn.Linear(ch * base * base, out_features)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -1,0 +1,44 @@
+"""Load a genlab checkpoint without knowing its model class.
+
+Every checkpoint written by ``train.py`` carries the run's resolved config (see
+``genlab.callbacks.config.StoreConfigInCheckpoint``), so ``sample.py`` and ``eval.py`` rebuild the
+exact model (class from ``model._target_``) and data module from the path alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from genlab.errors import CheckpointError
+from genlab.models.base import GenerativeModel
+
+CONFIG_KEY = "genlab_config"
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist. Runs keep them in "
+            "outputs/train/runs/<time>/checkpoints/ (last.ckpt and the best on model.monitor)."
+        )
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if CONFIG_KEY not in ckpt:
+        raise CheckpointError(
+            f"{path} has no '{CONFIG_KEY}' entry: it was not written by genlab's train.py, so "
+            "the model class is unknown."
+        )
+    return ckpt
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GenerativeModel, DictConfig]:
+    """Return (model in eval mode with the checkpoint's weights, the run's config)."""
+    ckpt = read_checkpoint(path)
+    cfg = OmegaConf.create(ckpt[CONFIG_KEY])
+    model = instantiate(cfg.model)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(map_location).eval(), cfg

@@ -1,0 +1,97 @@
+"""Start-up checks and helpers on the composed Hydra config."""
+
+from __future__ import annotations
+
+import netrc
+import os
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from genlab.errors import ConfigError
+
+
+def check_accelerator(trainer_cfg: DictConfig) -> None:
+    """Fail before any data is loaded when the requested accelerator is not on this machine."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    devices = trainer_cfg.get("devices", "auto")
+    if accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.accelerator={accelerator} but this machine has no usable CUDA GPU "
+                f"(torch {torch.__version__}, CUDA build {torch.version.cuda}, "
+                "torch.cuda.is_available() is False). Use trainer=cpu, or trainer=default to "
+                "pick the best accelerator present."
+            )
+        if isinstance(devices, int) and devices > torch.cuda.device_count():
+            raise ConfigError(
+                f"trainer.devices={devices} but only {torch.cuda.device_count()} GPU(s) are "
+                "visible. Lower trainer.devices or check CUDA_VISIBLE_DEVICES."
+            )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            "trainer.accelerator=mps but Apple's MPS backend is not available here. "
+            "Use trainer=cpu or trainer=default."
+        )
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every check that needs no data: run first, so a typo costs seconds, not a dataset load."""
+    for key in ("model", "data", "trainer"):
+        if key not in cfg:
+            raise ConfigError(f"the config has no '{key}' group: pass {key}=<choice>.")
+    if cfg.model.get("monitor_mode") not in ("min", "max"):
+        raise ConfigError(
+            f"model.monitor_mode={cfg.model.get('monitor_mode')!r}: choose 'min' or 'max'."
+        )
+    check_accelerator(cfg.trainer)
+    check_wandb_login(cfg.get("logger"))
+
+
+def check_wandb_login(logger_cfg: DictConfig | None) -> None:
+    """Online W&B without credentials would stop at an interactive login prompt: fail early."""
+    wandb_cfg = (logger_cfg or {}).get("wandb")
+    if not wandb_cfg or wandb_cfg.get("mode", "online") != "online":
+        return
+    if os.environ.get("WANDB_API_KEY"):
+        return
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return
+    except (FileNotFoundError, netrc.NetrcParseError):
+        pass
+    raise ConfigError(
+        "logger=wandb is online but no W&B credentials were found (WANDB_API_KEY or "
+        "`wandb login`). Log in, or run offline: WANDB_MODE=offline python train.py "
+        "logger=wandb (then `wandb sync <run dir>/wandb/offline-run-*`)."
+    )
+
+
+def instantiate_list(group: DictConfig | None) -> list:
+    """Instantiate each ``_target_`` entry of a dict-of-configs group (callbacks, loggers).
+
+    Entries set to null are skipped, so ``callbacks.lr_monitor=null`` switches one off.
+    """
+    if not group:
+        return []
+    return [instantiate(item) for item in group.values() if item and "_target_" in item]
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    """Resolved plain-dict copy of a config (for loggers and checkpoints)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+
+
+def print_config(cfg: DictConfig) -> None:
+    """Print the resolved config as a rich tree: the first thing to read in a run's log."""
+    from rich import print as rprint
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    for key in cfg:
+        value = cfg[key]
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        tree.add(str(key)).add(Syntax(text, "yaml", theme="ansi_dark"))
+    rprint(tree)

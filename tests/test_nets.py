@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genlab.metrics.mmd import pixel_mmd2
+from genlab.nets.conv import ConvDecoder, ConvEncoder
+
+
+@pytest.mark.parametrize("size", [28, 32, 64])
+def test_decoder_encoder_shapes(size: int) -> None:
+    g = ConvDecoder(latent_dim=8, channels=3, image_size=size, width=8)
+    d = ConvEncoder(out_features=5, channels=3, image_size=size, width=8)
+    x = g(torch.randn(4, 8))
+    assert x.shape == (4, 3, size, size) and x.abs().max() <= 1  # tanh
+    assert d(x).shape == (4, 5)
+
+
+def test_unsupported_size_is_explained() -> None:
+    with pytest.raises(ValueError, match="image_size=30 is not supported"):
+        ConvDecoder(image_size=30)
+
+
+def test_pixel_mmd_separates_data_from_noise() -> None:
+    torch.manual_seed(0)
+    blobs = torch.zeros(128, 1, 8, 8)
+    blobs[:, :, 2:6, 2:6] = torch.rand(128, 1, 1, 1)  # a family of similar images
+    same = blobs[:64], blobs[64:]
+    noise = torch.rand(64, 1, 8, 8)
+    close, far = pixel_mmd2(*same), pixel_mmd2(blobs[:64], noise)
+    assert abs(close) < 0.05 and far > 10 * abs(close) + 0.1
