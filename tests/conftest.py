@@ -60,7 +60,9 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return _make
 
 
-def run_script(script: str, *args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, *args: str, cwd: Path = ROOT, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """Run an entry point as a user would (a fresh process) and capture its output."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(

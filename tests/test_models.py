@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from functools import partial
 
-import pytorch_lightning as pl
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -13,7 +13,6 @@ from genlab.data.mnist import MNISTDataModule
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
 from genlab.nets.conv import ConvDecoder, ConvEncoder
-
 from tests.conftest import SHIPPED
 
 
@@ -44,8 +43,12 @@ def tiny_vae(likelihood: str = "bernoulli") -> VAE:
     )
 
 
-def fit(model: pl.LightningModule, images: torch.Tensor, epochs: int, batch_size: int = 32) -> pl.Trainer:
-    loader = DataLoader(TensorDataset(images, torch.zeros(len(images))), batch_size=batch_size, shuffle=True)
+def fit(
+    model: pl.LightningModule, images: torch.Tensor, epochs: int, batch_size: int = 32
+) -> pl.Trainer:
+    loader = DataLoader(
+        TensorDataset(images, torch.zeros(len(images))), batch_size=batch_size, shuffle=True
+    )
     trainer = pl.Trainer(
         accelerator="cpu",
         max_epochs=epochs,
@@ -73,8 +76,10 @@ def test_gan_steps_both_players(digits: torch.Tensor, n_critic: int, g_steps: in
     opt_g, opt_d = (o.optimizer if hasattr(o, "optimizer") else o for o in trainer.optimizers)
     assert adam_steps(opt_d) == 4, "one discriminator step per batch"
     assert adam_steps(opt_g) == g_steps, "one generator step every n_critic batches"
-    assert all(not torch.equal(a, b) for a, b in zip(g0, gan.generator.parameters()))
-    assert all(not torch.equal(a, b) for a, b in zip(d0, gan.discriminator.parameters()))
+    assert all(not torch.equal(a, b) for a, b in zip(g0, gan.generator.parameters(), strict=True))
+    assert all(
+        not torch.equal(a, b) for a, b in zip(d0, gan.discriminator.parameters(), strict=True)
+    )
     for key in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/d_real_acc"):
         assert torch.isfinite(trainer.callback_metrics[key]), key
 

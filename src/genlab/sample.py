@@ -60,7 +60,12 @@ def run(cfg: DictConfig) -> Path:
         save_image(samples, out, nrow=max(1, int(cfg.n**0.5)))
     log.info(
         "wrote %d samples %s in [%.3f, %.3f] to %s (%.1fs on %s)",
-        cfg.n, tuple(samples.shape), samples.min(), samples.max(), out,
-        time.perf_counter() - start, device,
+        cfg.n,
+        tuple(samples.shape),
+        samples.min(),
+        samples.max(),
+        out,
+        time.perf_counter() - start,
+        device,
     )
     return out

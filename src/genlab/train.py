@@ -1,8 +1,8 @@
 """``genlab.train.run``: compose -> instantiate -> fit -> test on the best checkpoint.
 
-    python train.py                                   # DCGAN on MNIST, CSV logs
-    python train.py model=vae trainer=gpu logger=wandb
-    python train.py -m model.optimizer.lr=1e-4,2e-4   # one run directory per job
+python train.py                                   # DCGAN on MNIST, CSV logs
+python train.py model=vae trainer=gpu logger=wandb
+python train.py -m model.optimizer.lr=1e-4,2e-4   # one run directory per job
 """
 
 from __future__ import annotations
@@ -46,9 +46,13 @@ def run(cfg: DictConfig) -> float | None:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         score = _best_score(trainer, model.monitor)
         if cfg.get("test"):
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            best = (
+                trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            )
             if not best:
-                log.warning("No best checkpoint (fast_dev_run or no monitor): testing current weights.")
+                log.warning(
+                    "No best checkpoint (fast_dev_run or no monitor): testing current weights."
+                )
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         log.info("best %s = %s; run dir: %s", model.monitor, score, cfg.paths.output_dir)
     finally:

@@ -13,7 +13,9 @@ class StoreConfigInCheckpoint(pl.Callback):
     def __init__(self, config: dict) -> None:
         self.config = config
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         from genlab.utils.checkpoint import CONFIG_KEY
 
         checkpoint[CONFIG_KEY] = self.config

@@ -41,17 +41,25 @@ class SampleGrid(pl.Callback):
         finally:
             pl_module.train(was_training)
 
-    def _reconstructions(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> torch.Tensor | None:
+    def _reconstructions(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> torch.Tensor | None:
         datamodule = trainer.datamodule
-        if not hasattr(pl_module, "reconstruct") or datamodule is None or datamodule.val_set is None:
+        if (
+            not hasattr(pl_module, "reconstruct")
+            or datamodule is None
+            or datamodule.val_set is None
+        ):
             return None
         k = max(1, self.n // 2)
-        real = torch.stack([datamodule.val_set[i][0] for i in range(min(k, len(datamodule.val_set)))])
+        real = torch.stack(
+            [datamodule.val_set[i][0] for i in range(min(k, len(datamodule.val_set)))]
+        )
         real = real.to(pl_module.device)
         recon = pl_module.reconstruct(real)
         # Interleave rows: a row of originals, then the same images reconstructed.
         rows = [t.split(self.nrow) for t in (real, recon)]
-        return torch.cat([torch.cat(pair) for pair in zip(*rows)])
+        return torch.cat([torch.cat(pair) for pair in zip(*rows, strict=True)])
 
     def _emit(self, trainer: pl.Trainer, name: str, images: torch.Tensor, epoch: int) -> None:
         grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=self.nrow, padding=2)

@@ -113,7 +113,9 @@ class ImageTensorDataset(Dataset):
             # Translate by up to `shift` px (zero fill): digits stay digits, unlike flips.
             s = self.shift
             dx, dy = torch.randint(-s, s + 1, (2,)).tolist()
-            image = F.pad(image, (s, s, s, s))[:, s + dy : s + dy + image.shape[1], s + dx : s + dx + image.shape[2]]
+            image = F.pad(image, (s, s, s, s))[
+                :, s + dy : s + dy + image.shape[1], s + dx : s + dx + image.shape[2]
+            ]
         return image, self.labels[i]
 
 
@@ -143,7 +145,9 @@ class MNISTDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
-            raise ValueError(f"data.dataset={dataset!r} is unknown: choose one of {sorted(DATASETS)}.")
+            raise ValueError(
+                f"data.dataset={dataset!r} is unknown: choose one of {sorted(DATASETS)}."
+            )
         if not 0.0 < train_fraction <= 1.0:
             raise ValueError(f"data.train_fraction={train_fraction} must be in (0, 1].")
         if channels not in (1, 3):
@@ -174,7 +178,9 @@ class MNISTDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:
             images, labels = self._load(train=True)
-            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
+            order = torch.randperm(
+                len(images), generator=torch.Generator().manual_seed(self.split_seed)
+            )
             val_idx, train_idx = order[: self.val_size], order[self.val_size :]
             train_idx = train_idx[: max(1, round(self.train_fraction * len(train_idx)))]
             shift = 2 if self.augment else 0

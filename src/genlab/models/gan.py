@@ -93,7 +93,9 @@ class GAN(GenerativeModel):
         fake = self.sample(real.shape[0])
         real_logits = self.discriminator(real * 2 - 1)
         fake_logits = self.discriminator(fake * 2 - 1)
-        self._log_discriminator(stage, self.d_loss_fn(real_logits, fake_logits), real_logits, fake_logits)
+        self._log_discriminator(
+            stage, self.d_loss_fn(real_logits, fake_logits), real_logits, fake_logits
+        )
         self.log(f"{stage}/mmd", pixel_mmd2(real, fake), prog_bar=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -102,7 +102,9 @@ class VAE(GenerativeModel):
         log_px, kl = self.elbo_terms(x)
         loss = -(log_px - self.beta * kl).mean()
         on_step = stage == "train"
-        self.log(f"{stage}/elbo", (log_px - kl).mean(), prog_bar=True, on_step=on_step, on_epoch=True)
+        self.log(
+            f"{stage}/elbo", (log_px - kl).mean(), prog_bar=True, on_step=on_step, on_epoch=True
+        )
         self.log(f"{stage}/recon", -log_px.mean(), on_step=on_step, on_epoch=True)
         self.log(f"{stage}/kl", kl.mean(), on_step=on_step, on_epoch=True)
         if self.likelihood == "gaussian" and stage == "train":

@@ -35,7 +35,9 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GenerativeModel, DictConfig]:
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[GenerativeModel, DictConfig]:
     """Return (model in eval mode with the checkpoint's weights, the run's config)."""
     ckpt = read_checkpoint(path)
     cfg = OmegaConf.create(ckpt[CONFIG_KEY])

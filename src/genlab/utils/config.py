@@ -92,6 +92,8 @@ def print_config(cfg: DictConfig) -> None:
     tree = Tree("config", guide_style="dim")
     for key in cfg:
         value = cfg[key]
-        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        text = (
+            OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        )
         tree.add(str(key)).add(Syntax(text, "yaml", theme="ansi_dark"))
     rprint(tree)

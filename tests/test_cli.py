@@ -1,0 +1,135 @@
+"""The entry points as a user runs them: fresh processes, real argv, real run directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import run_script, tiny_overrides
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def test_gpu_on_cpu_machine_is_one_clear_line(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = run_script("train.py", "model=vae", "trainer=gpu", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("genlab: error: trainer.accelerator=gpu"), result.stderr
+    assert "Traceback" not in result.stderr and "trainer=cpu" in lines[-1]
+
+
+def test_unknown_option_lists_the_choices(tmp_path: Path) -> None:
+    result = run_script("train.py", "model=gna", f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0
+    assert (
+        "Could not find 'model/gna'" in result.stderr
+        and "gan" in result.stderr
+        and "vae" in result.stderr
+    )
+
+
+def test_missing_data_names_files(tmp_path: Path) -> None:
+    result = run_script(
+        "train.py",
+        *tiny_overrides(),
+        f"data.data_dir={tmp_path}",
+        "data.download=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        "mnist is missing" in last and "train-images-idx3-ubyte" in last and str(tmp_path) in last
+    )
+
+
+def test_multirun_one_directory_per_job(tmp_path: Path) -> None:
+    result = run_script(
+        "train.py",
+        "-m",
+        "model=gan,vae",
+        *tiny_overrides()[1:],
+        "debug=limit",
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job, monitor in ((0, "val/mmd"), (1, "val/elbo")):
+        job_dir = tmp_path / str(job)
+        assert (job_dir / ".hydra" / "overrides.yaml").exists()
+        assert (job_dir / "checkpoints" / "last.ckpt").exists()
+        assert monitor in (job_dir / "metrics.csv").read_text().splitlines()[0]
+
+
+@pytest.fixture(scope="module")
+def vae_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("vae_run")
+    result = run_script(
+        "train.py", *tiny_overrides("vae"), "debug=limit", f"hydra.run.dir={run_dir}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def test_sample_cli_round_trip(vae_checkpoint: Path, tmp_path: Path) -> None:
+    outputs = {}
+    for name, seed, batch in (("a", 3, 7), ("b", 3, 50), ("c", 4, 50)):
+        out = tmp_path / f"{name}.npy"
+        result = run_script(
+            "sample.py",
+            f"ckpt_path={vae_checkpoint}",
+            "n=20",
+            f"out={out}",
+            f"seed={seed}",
+            f"batch_size={batch}",
+            "device=cpu",
+            f"hydra.run.dir={tmp_path / name}",
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[name] = np.load(out)
+    a = outputs["a"]
+    assert a.shape == (20, 1, 28, 28) and a.dtype == np.float32
+    assert a.min() >= 0 and a.max() <= 1
+    np.testing.assert_array_equal(a, outputs["b"])  # same seed: same samples, any batch size
+    assert not np.array_equal(a, outputs["c"])
+
+
+def test_sample_formats_and_errors(vae_checkpoint: Path, tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from genlab.errors import CheckpointError, ConfigError
+    from genlab.sample import run
+
+    base = {"ckpt_path": str(vae_checkpoint), "n": 9, "seed": 0, "batch_size": 4, "device": "cpu"}
+    pt = run(OmegaConf.create({**base, "out": str(tmp_path / "s.pt")}))
+    assert torch.load(pt).shape == (9, 1, 28, 28)
+    png = run(OmegaConf.create({**base, "out": str(tmp_path / "grid.png")}))
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ConfigError, match="suffix must be one of"):
+        run(OmegaConf.create({**base, "out": str(tmp_path / "s.jpg")}))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        run(
+            OmegaConf.create(
+                {**base, "ckpt_path": str(tmp_path / "nope.ckpt"), "out": str(tmp_path / "x.npy")}
+            )
+        )
+
+
+def test_eval_cli_reports_test_metrics(vae_checkpoint: Path, tmp_path: Path) -> None:
+    result = run_script(
+        "eval.py",
+        f"ckpt_path={vae_checkpoint}",
+        "trainer=cpu",
+        "trainer.limit_test_batches=3",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["metrics"]["test/elbo"] < 0 and report["metrics"]["test/kl"] > 0
