@@ -16,7 +16,13 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import WandbLogger
 
 from genlab.callbacks.config import StoreConfigInCheckpoint
-from genlab.utils.config import instantiate_list, print_config, to_dict, validate
+from genlab.utils.config import (
+    instantiate_list,
+    print_config,
+    silence_known_warnings,
+    to_dict,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +33,10 @@ def run(cfg: DictConfig) -> float | None:
     The return value is what Hydra sweepers (Optuna) minimise or maximise.
     """
     validate(cfg)  # before any data is touched: config mistakes cost seconds
-    if cfg.get("extras", {}).get("print_config"):
+    extras = cfg.get("extras") or {}
+    if extras.get("ignore_warnings"):
+        silence_known_warnings()
+    if extras.get("print_config"):
         print_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
 

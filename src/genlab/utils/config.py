@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import warnings
 
 import torch
 from hydra.utils import instantiate
@@ -81,6 +82,22 @@ def instantiate_list(group: DictConfig | None) -> list:
 def to_dict(cfg: DictConfig) -> dict:
     """Resolved plain-dict copy of a config (for loggers and checkpoints)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+
+
+# Warnings that are noise for this template, each with the reason it is safe to hide.
+KNOWN_WARNINGS = (
+    # The CSV logger writes into the Hydra run dir, which already holds .hydra/: nothing is lost.
+    r"Experiment logs directory .* exists and is not empty",
+    # The data sets are in-memory tensors: worker processes would only add start-up time.
+    r".*does not have many workers which may be a bottleneck.*",
+    # Lightning-internal deprecation, not ours to fix.
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+)
+
+
+def silence_known_warnings() -> None:
+    for pattern in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
 
 
 def print_config(cfg: DictConfig) -> None:
