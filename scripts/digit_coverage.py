@@ -69,7 +69,9 @@ def main() -> None:
     share = counts.float() / counts.sum()
     kl = (share * (share.clamp_min(1e-12) * 10).log()).sum()
     print(f"{len(samples)} samples; predicted-class counts (digits 0-9): {counts.tolist()}")
-    print(f"classes covered: {(counts > 0).sum().item()}/10; KL(histogram || uniform) = {kl:.4f} nats")
+    print(
+        f"classes covered: {(counts > 0).sum().item()}/10; KL(histogram || uniform) = {kl:.4f} nats"
+    )
     print(f"mean classifier confidence: {probs.max(1).values.mean():.3f}")
 
 

@@ -26,6 +26,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     check_accelerator(cfg.trainer)
     model, train_cfg = load_model(cfg.ckpt_path)
     data_cfg = cfg.data if cfg.get("data") else train_cfg.data
+    if not Path(data_cfg.get("data_dir", ".")).exists():  # checkpoint from another machine
+        data_cfg.data_dir = cfg.paths.data_dir
     datamodule = instantiate(data_cfg)
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     pl.seed_everything(cfg.seed, workers=True)

@@ -23,6 +23,7 @@ class SampleGrid(pl.Callback):
         self.dirpath = Path(dirpath)
         self.n, self.every_n_epochs, self.seed = n, every_n_epochs, seed
         self.nrow = max(1, int(n**0.5))
+        self._real: torch.Tensor | None = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -44,21 +45,14 @@ class SampleGrid(pl.Callback):
     def _reconstructions(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
     ) -> torch.Tensor | None:
-        datamodule = trainer.datamodule
-        if (
-            not hasattr(pl_module, "reconstruct")
-            or datamodule is None
-            or datamodule.val_set is None
-        ):
+        if not hasattr(pl_module, "reconstruct") or trainer.datamodule is None:
             return None
-        k = max(1, self.n // 2)
-        real = torch.stack(
-            [datamodule.val_set[i][0] for i in range(min(k, len(datamodule.val_set)))]
-        )
-        real = real.to(pl_module.device)
-        recon = pl_module.reconstruct(real)
+        if self._real is None:  # the same validation images every time, like the fixed noise
+            batch = next(iter(trainer.datamodule.val_dataloader()))
+            self._real = batch[0][: max(1, self.n // 2)]
+        recon = pl_module.reconstruct(self._real.to(pl_module.device)).cpu()
         # Interleave rows: a row of originals, then the same images reconstructed.
-        rows = [t.split(self.nrow) for t in (real, recon)]
+        rows = [t.split(self.nrow) for t in (self._real, recon)]
         return torch.cat([torch.cat(pair) for pair in zip(*rows, strict=True)])
 
     def _emit(self, trainer: pl.Trainer, name: str, images: torch.Tensor, epoch: int) -> None:
