@@ -49,3 +49,16 @@ def test_gpu_trainer_without_gpu_fails_before_loading_data(make_cfg, monkeypatch
         ConfigError, match=r"trainer\.accelerator=gpu but this machine has no usable CUDA GPU"
     ):
         run(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.loss=wasserstein", r"model.loss='wasserstein' is unknown: choose one of"),
+        ("data.train_fraction=1.5", r"data.train_fraction=1.5 must be in \(0, 1\]"),
+        ("+model.latent_size=3", r"unexpected keyword argument 'latent_size'"),
+    ],
+)
+def test_bad_values_become_one_line_config_errors(make_cfg, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        run(make_cfg(override))

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import WandbLogger
 
 from genlab.callbacks.config import StoreConfigInCheckpoint
 from genlab.utils.config import (
+    instantiate_group,
     instantiate_list,
     print_config,
     silence_known_warnings,
@@ -40,8 +40,8 @@ def run(cfg: DictConfig) -> float | None:
         print_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
 
-    datamodule: pl.LightningDataModule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
+    datamodule: pl.LightningDataModule = instantiate_group(cfg, "data")
+    model = instantiate_group(cfg, "model")
     resolved = to_dict(cfg)
     callbacks = [*instantiate_list(cfg.get("callbacks")), StoreConfigInCheckpoint(resolved)]
     loggers = instantiate_list(cfg.get("logger"))
@@ -49,7 +49,9 @@ def run(cfg: DictConfig) -> float | None:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     for logger in loggers:
         logger.log_hyperparams(resolved)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate_group(
+        cfg, "trainer", callbacks=callbacks, logger=loggers or False
+    )
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

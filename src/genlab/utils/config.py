@@ -7,10 +7,11 @@ import os
 import warnings
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, GenlabError
 
 
 def check_accelerator(trainer_cfg: DictConfig) -> None:
@@ -67,6 +68,21 @@ def check_wandb_login(logger_cfg: DictConfig | None) -> None:
         "`wandb login`). Log in, or run offline: WANDB_MODE=offline python train.py "
         "logger=wandb (then `wandb sync <run dir>/wandb/offline-run-*`)."
     )
+
+
+def instantiate_group(cfg: DictConfig, key: str, **kwargs):
+    """``instantiate(cfg[key])``, turning a constructor's complaint about its arguments into a
+    one-line ``ConfigError`` that names the group (a bad value is the user's to fix, not a bug)."""
+    try:
+        return instantiate(cfg[key], **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        user_error = isinstance(cause, ValueError | GenlabError) or (
+            isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause)
+        )
+        if user_error:
+            raise ConfigError(f"{key} ({cfg[key].get('_target_')}): {cause}") from err
+        raise
 
 
 def instantiate_list(group: DictConfig | None) -> list:
