@@ -20,7 +20,7 @@ from tests.conftest import SHIPPED
 def digits() -> torch.Tensor:
     dm = MNISTDataModule(data_dir=str(SHIPPED), train_fraction=0.05)
     dm.setup("fit")
-    return dm.train_set.images  # 2750 real digits in [0, 1]
+    return dm.train_set.images.float() / 255  # 2750 real digits in [0, 1]
 
 
 def tiny_gan(n_critic: int = 1, norm: str = "batch") -> GAN:

@@ -5,8 +5,10 @@ class GenlabError(Exception):
     """Base class: a problem with the user's config, data or files, not a bug in genlab."""
 
 
-class ConfigError(GenlabError):
-    """A config option is invalid (the message names the option and the valid choices)."""
+class ConfigError(GenlabError, ValueError):
+    """A config option is invalid (the message names the option and the valid choices).
+
+    Also a ``ValueError``, so code that builds objects by hand can catch it the usual way."""
 
 
 class DataError(GenlabError):

@@ -13,11 +13,10 @@ import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from genlab.utils.checkpoint import load_model
-from genlab.utils.config import check_accelerator
+from genlab.utils.config import check_accelerator, instantiate_group
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +24,15 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict[str, float]:
     check_accelerator(cfg.trainer)
     model, train_cfg = load_model(cfg.ckpt_path)
-    data_cfg = cfg.data if cfg.get("data") else train_cfg.data
-    if not Path(data_cfg.get("data_dir", ".")).exists():  # checkpoint from another machine
+    data_cfg = train_cfg.data
+    if cfg.get("data"):  # data=... : another set, at the resolution/channels the model needs
+        data_cfg = OmegaConf.merge(
+            cfg.data, {k: train_cfg.data[k] for k in ("image_size", "channels")}
+        )
+    elif not Path(data_cfg.get("data_dir", ".")).exists():  # checkpoint from another machine
         data_cfg.data_dir = cfg.paths.data_dir
-    datamodule = instantiate(data_cfg)
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    datamodule = instantiate_group(OmegaConf.create({"data": data_cfg}), "data")
+    trainer: pl.Trainer = instantiate_group(cfg, "trainer", logger=False, callbacks=[])
     pl.seed_everything(cfg.seed, workers=True)
     (results,) = trainer.test(model, datamodule=datamodule, verbose=True)
     metrics = {k: float(v) for k, v in results.items()}

@@ -29,6 +29,8 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device} but no CUDA GPU is available: use device=cpu.")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device=mps but Apple's MPS backend is not available: use device=cpu.")
     return torch.device(device)
 
 

@@ -53,6 +53,7 @@ def run(cfg: DictConfig) -> float | None:
         cfg, "trainer", callbacks=callbacks, logger=loggers or False
     )
 
+    failed = True
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         score = _best_score(trainer, model.monitor)
@@ -66,11 +67,13 @@ def run(cfg: DictConfig) -> float | None:
                 )
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         log.info("best %s = %s; run dir: %s", model.monitor, score, cfg.paths.output_dir)
+        failed = False
     finally:
-        # W&B keeps one run per process: close it so the next multirun job gets its own.
+        # W&B keeps one run per process: close it so the next multirun job gets its own, and
+        # mark a crashed (e.g. diverged) run as failed rather than finished.
         for logger in loggers:
             if isinstance(logger, WandbLogger):
-                logger.experiment.finish()
+                logger.experiment.finish(exit_code=int(failed))
     return score
 
 

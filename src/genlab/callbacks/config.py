@@ -6,6 +6,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+CONFIG_KEY = "genlab_config"  # where checkpoints keep the run's resolved config
+
 
 class StoreConfigInCheckpoint(pl.Callback):
     """Makes checkpoints self-describing: ``sample.py ckpt_path=...`` needs nothing else."""
@@ -16,6 +18,4 @@ class StoreConfigInCheckpoint(pl.Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        from genlab.utils.checkpoint import CONFIG_KEY
-
         checkpoint[CONFIG_KEY] = self.config

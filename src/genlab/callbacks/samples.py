@@ -9,6 +9,8 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
+from genlab.errors import ConfigError
+
 
 class SampleGrid(pl.Callback):
     """Every ``every_n_epochs`` epochs, save ``n`` samples from the same latents as one grid.
@@ -20,6 +22,11 @@ class SampleGrid(pl.Callback):
     """
 
     def __init__(self, dirpath: str, n: int = 64, every_n_epochs: int = 1, seed: int = 0) -> None:
+        if n < 1 or every_n_epochs < 1:
+            raise ConfigError(
+                f"sample_grid: n={n} and every_n_epochs={every_n_epochs} must both be >= 1 "
+                "(switch the callback off with callbacks.sample_grid=null)."
+            )
         self.dirpath = Path(dirpath)
         self.n, self.every_n_epochs, self.seed = n, every_n_epochs, seed
         self.nrow = max(1, int(n**0.5))
@@ -49,7 +56,8 @@ class SampleGrid(pl.Callback):
             return None
         if self._real is None:  # the same validation images every time, like the fixed noise
             batch = next(iter(trainer.datamodule.val_dataloader()))
-            self._real = batch[0][: max(1, self.n // 2)]
+            # Whole rows only, so each row of originals sits above its reconstructions.
+            self._real = batch[0][: self.nrow * max(1, self.n // (2 * self.nrow))]
         recon = pl_module.reconstruct(self._real.to(pl_module.device)).cpu()
         # Interleave rows: a row of originals, then the same images reconstructed.
         rows = [t.split(self.nrow) for t in (self._real, recon)]
@@ -64,6 +72,8 @@ class SampleGrid(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 hwc = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+                # No step=: WandbLogger plots against its own trainer/global_step key, and an
+                # explicit W&B step ahead of the metrics' would make W&B drop later metrics.
                 logger.log_image(key=name, images=[hwc], caption=[f"epoch {epoch}"])
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(name, grid, global_step=trainer.global_step)

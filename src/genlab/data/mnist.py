@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 
-from genlab.errors import DataError
+from genlab.errors import ConfigError, DataError
 
 # config name -> torchvision class (its name is also the folder under data_dir)
 DATASETS: dict[str, type[datasets.MNIST]] = {
@@ -67,16 +68,21 @@ def ensure_raw_files(data_dir: str | Path, dataset: str = "mnist", download: boo
         target, packed = raw / name, raw / f"{name}.gz"
         if target.exists() or not packed.exists():
             continue
-        tmp = target.with_suffix(".partial")  # never leave a half-written file behind
-        with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        if name in checksums and _sha256(tmp) != checksums[name]:
-            tmp.unlink()
-            raise DataError(
-                f"{packed} does not decompress to the expected file (SHA-256 mismatch with "
-                f"{root / 'SHA256SUMS.raw'}). The copy is corrupt: replace it with a fresh one."
-            )
-        tmp.replace(target)
+        # A private temp file, renamed into place: never a half-written target, and two runs
+        # starting together (multirun) cannot trip over each other's partial file.
+        fd, tmp_name = tempfile.mkstemp(dir=raw, prefix=f".{name}.", suffix=".partial")
+        tmp = Path(tmp_name)
+        try:
+            with gzip.open(packed, "rb") as src, os.fdopen(fd, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            if name in checksums and _sha256(tmp) != checksums[name]:
+                raise DataError(
+                    f"{packed} does not decompress to the expected file (SHA-256 mismatch with "
+                    f"{root / 'SHA256SUMS.raw'}). The copy is corrupt: replace it with a fresh one."
+                )
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     missing = [n for n in raw_file_names(dataset_cls) if not (raw / n).exists()]
     if missing and download:
@@ -99,16 +105,22 @@ def ensure_raw_files(data_dir: str | Path, dataset: str = "mnist", download: boo
 
 
 class ImageTensorDataset(Dataset):
-    """(image, label) pairs from in-memory tensors; optional random-shift augmentation."""
+    """(image, label) pairs from an in-memory uint8 tensor ``[N, 1 or C, H, W]``.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, shift: int = 0) -> None:
-        self.images, self.labels, self.shift = images, labels, shift
+    Items are float32 in [0, 1] with ``channels`` channels (grey is repeated on the fly, so a
+    3-channel view costs no memory), optionally shifted by up to ``shift`` pixels.
+    """
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, channels: int = 1, shift: int = 0
+    ) -> None:
+        self.images, self.labels, self.channels, self.shift = images, labels, channels, shift
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[i]
+        image = self.images[i].float().div_(255.0).expand(self.channels, -1, -1)
         if self.shift:
             # Translate by up to `shift` px (zero fill): digits stay digits, unlike flips.
             s = self.shift
@@ -145,13 +157,13 @@ class MNISTDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
-            raise ValueError(
+            raise ConfigError(
                 f"data.dataset={dataset!r} is unknown: choose one of {sorted(DATASETS)}."
             )
         if not 0.0 < train_fraction <= 1.0:
-            raise ValueError(f"data.train_fraction={train_fraction} must be in (0, 1].")
+            raise ConfigError(f"data.train_fraction={train_fraction} must be in (0, 1].")
         if channels not in (1, 3):
-            raise ValueError(f"data.channels={channels} must be 1 or 3 (grey is repeated).")
+            raise ConfigError(f"data.channels={channels} must be 1 or 3 (grey is repeated).")
         self.data_dir, self.dataset = data_dir, dataset
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pin_memory = pin_memory
@@ -165,14 +177,16 @@ class MNISTDataModule(pl.LightningDataModule):
         ensure_raw_files(self.data_dir, self.dataset, self.download)
 
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images ``[N, 1, image_size, image_size]`` and labels: a quarter of float32's
+        memory, converted per item."""
         ensure_raw_files(self.data_dir, self.dataset, self.download)  # no-op once prepared
         raw = DATASETS[self.dataset](str(self.data_dir), train=train, download=False)
-        images = raw.data.unsqueeze(1).float().div_(255.0)
+        images = raw.data.unsqueeze(1)
         if self.image_size != images.shape[-1]:
-            images = F.interpolate(images, size=self.image_size, mode="bilinear", antialias=True)
-            images = images.clamp_(0.0, 1.0)
-        if self.channels == 3:
-            images = images.expand(-1, 3, -1, -1).contiguous()
+            resized = F.interpolate(
+                images.float(), size=self.image_size, mode="bilinear", antialias=True
+            )
+            images = resized.round_().clamp_(0, 255).to(torch.uint8)
         return images, raw.targets
 
     def setup(self, stage: str | None = None) -> None:
@@ -184,10 +198,12 @@ class MNISTDataModule(pl.LightningDataModule):
             val_idx, train_idx = order[: self.val_size], order[self.val_size :]
             train_idx = train_idx[: max(1, round(self.train_fraction * len(train_idx)))]
             shift = 2 if self.augment else 0
-            self.train_set = ImageTensorDataset(images[train_idx], labels[train_idx], shift)
-            self.val_set = ImageTensorDataset(images[val_idx], labels[val_idx])
+            self.train_set = ImageTensorDataset(
+                images[train_idx], labels[train_idx], self.channels, shift
+            )
+            self.val_set = ImageTensorDataset(images[val_idx], labels[val_idx], self.channels)
         if stage in (None, "test", "predict") and self.test_set is None:
-            self.test_set = ImageTensorDataset(*self._load(train=False))
+            self.test_set = ImageTensorDataset(*self._load(train=False), self.channels)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(

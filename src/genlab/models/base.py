@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable
 import pytorch_lightning as pl
 import torch
 
+from genlab.errors import ConfigError
+
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
@@ -31,7 +33,7 @@ class GenerativeModel(pl.LightningModule):
     ) -> None:
         super().__init__()
         if monitor_mode not in ("min", "max"):
-            raise ValueError(f"monitor_mode={monitor_mode!r}: choose 'min' or 'max'.")
+            raise ConfigError(f"model.monitor_mode={monitor_mode!r}: choose 'min' or 'max'.")
         self.automatic_optimization = False
         self.latent_dim = latent_dim
         self.monitor = monitor
@@ -41,9 +43,14 @@ class GenerativeModel(pl.LightningModule):
 
     # --- sampling interface -------------------------------------------------------------------
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Standard-normal latents, drawn on the CPU so a seed gives the same z on any device."""
-        z = torch.randn(n, self.latent_dim, generator=generator)
-        return z.to(self.device)
+        """Standard-normal latents ``[n, latent_dim]`` on the model's device.
+
+        With a (CPU) ``generator`` they are drawn on the CPU, so a seed gives the same z on any
+        device; without one (training) they are drawn on the device, with no host copy.
+        """
+        if generator is None:
+            return torch.randn(n, self.latent_dim, device=self.device)
+        return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """Latents ``[N, latent_dim]`` -> images ``[N, C, H, W]`` in [0, 1]."""
@@ -64,16 +71,29 @@ class GenerativeModel(pl.LightningModule):
             configs.append(config)
         return configs
 
+    def on_train_start(self) -> None:
+        # Every DDP rank was seeded alike; give each its own noise stream, or all ranks would
+        # draw the same latents and extra GPUs would not enlarge the fake batch.
+        if self.trainer.world_size > 1:
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
+
     def on_train_epoch_end(self) -> None:
-        # Manual optimisation: Lightning does not step schedulers for us. They are per-epoch.
+        # Manual optimisation: Lightning does not step schedulers for us. They step once per
+        # epoch (so per-step schedules such as OneCycleLR do not fit here).
         schedulers = self.lr_schedulers()
         if schedulers is None:
             return
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            scheduler.step()
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                value = self.trainer.callback_metrics.get(self.monitor)
+                if value is not None:  # no validation this epoch: nothing to react to
+                    scheduler.step(value)
+            else:
+                scheduler.step()
 
     def backward_and_step(self, loss: torch.Tensor, optimizer, name: str) -> None:
         """zero_grad -> backward -> (clip) -> step, after refusing a non-finite loss."""
+        # One host sync per step: cheap on CPU; worth revisiting for GPU throughput.
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"{name} is {loss.item()} at global step {self.global_step} (epoch "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genlab.errors import ConfigError
 from genlab.metrics.mmd import pixel_mmd2
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory
 from genlab.models.losses import GAN_LOSSES
@@ -35,9 +36,11 @@ class GAN(GenerativeModel):
     ) -> None:
         super().__init__(latent_dim, monitor, monitor_mode, scheduler, gradient_clip_val)
         if loss not in GAN_LOSSES:
-            raise ValueError(f"model.loss={loss!r} is unknown: choose one of {sorted(GAN_LOSSES)}.")
+            raise ConfigError(
+                f"model.loss={loss!r} is unknown: choose one of {sorted(GAN_LOSSES)}."
+            )
         if n_critic < 1:
-            raise ValueError(f"model.n_critic={n_critic} must be >= 1.")
+            raise ConfigError(f"model.n_critic={n_critic} must be >= 1.")
         self.generator = generator
         self.discriminator = discriminator
         self.optimizer_factory = optimizer
@@ -58,8 +61,11 @@ class GAN(GenerativeModel):
     def training_step(self, batch, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         real = batch[0] * 2 - 1  # [0, 1] -> the generator's [-1, 1]
-        # Drawn while G's parameters still require grad, so the G step below can reuse it.
-        fake = self.generator(self.noise(real.shape[0]))
+        g_step = (batch_idx + 1) % self.n_critic == 0
+        # Drawn before the D step, while G's parameters still require grad, so the G step can
+        # reuse it. On D-only batches (n_critic > 1) no graph through G is needed.
+        with torch.set_grad_enabled(g_step):
+            fake = self.generator(self.noise(real.shape[0]))
 
         # Discriminator: real -> 1, fake -> 0. fake is detached: this step must not reach G.
         self.toggle_optimizer(opt_d)
@@ -71,21 +77,23 @@ class GAN(GenerativeModel):
         self._log_discriminator("train", d_loss, real_logits, fake_logits)
 
         # Generator: every n_critic batches, through the freshly updated discriminator.
-        if (batch_idx + 1) % self.n_critic == 0:
+        if g_step:
             self.toggle_optimizer(opt_g)
             g_loss = self.g_loss_fn(self.discriminator(fake))
             self.backward_and_step(g_loss, opt_g, "train/g_loss")
             self.untoggle_optimizer(opt_g)
-            self.log("train/g_loss", g_loss, prog_bar=True)
+            # on_epoch too: with n_critic > 1 the per-step value is logged only every few batches
+            self.log("train/g_loss", g_loss, prog_bar=True, on_epoch=True)
 
     def _log_discriminator(self, stage, d_loss, real_logits, fake_logits) -> None:
-        on_epoch = stage != "train"
-        self.log(f"{stage}/d_loss", d_loss, prog_bar=stage == "train", on_epoch=on_epoch)
+        # Training: per-step values. Validation/test: epoch means, averaged over DDP ranks.
+        opts = {"on_epoch": stage != "train", "sync_dist": stage != "train"}
         d_real, d_fake = torch.sigmoid(real_logits.detach()), torch.sigmoid(fake_logits.detach())
-        self.log(f"{stage}/d_real", d_real.mean(), on_epoch=on_epoch)  # mean D(x)
-        self.log(f"{stage}/d_fake", d_fake.mean(), on_epoch=on_epoch)  # mean D(G(z))
-        self.log(f"{stage}/d_real_acc", (d_real > 0.5).float().mean(), on_epoch=on_epoch)
-        self.log(f"{stage}/d_fake_acc", (d_fake < 0.5).float().mean(), on_epoch=on_epoch)
+        self.log(f"{stage}/d_loss", d_loss, prog_bar=stage == "train", **opts)
+        self.log(f"{stage}/d_real", d_real.mean(), **opts)  # mean D(x)
+        self.log(f"{stage}/d_fake", d_fake.mean(), **opts)  # mean D(G(z))
+        self.log(f"{stage}/d_real_acc", (d_real > 0.5).float().mean(), **opts)
+        self.log(f"{stage}/d_fake_acc", (d_fake < 0.5).float().mean(), **opts)
 
     # --- validation / test --------------------------------------------------------------------
     def _evaluate(self, batch, stage: str) -> None:

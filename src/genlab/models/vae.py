@@ -15,6 +15,7 @@ import math
 import torch
 from torch import nn
 
+from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory
 from genlab.models.losses import bernoulli_log_likelihood, gaussian_kl, gaussian_log_likelihood
 
@@ -38,17 +39,19 @@ class VAE(GenerativeModel):
     ) -> None:
         super().__init__(latent_dim, monitor, monitor_mode, scheduler, gradient_clip_val)
         if likelihood not in LIKELIHOODS:
-            raise ValueError(f"model.likelihood={likelihood!r}: choose one of {LIKELIHOODS}.")
+            raise ConfigError(f"model.likelihood={likelihood!r}: choose one of {LIKELIHOODS}.")
         self.encoder = encoder
         self.decoder = decoder
         self.optimizer_factory = optimizer
         self.likelihood = likelihood
         self.beta = beta
-        # Gaussian decoder: one shared sigma, learned unless fixed ("calibrated decoder",
-        # Rybkin et al., 2021) -- a fixed sigma=1 on [0, 1] images would make the KL dominate.
-        init = math.log(gaussian_sigma) if gaussian_sigma else math.log(0.1)
-        learned = likelihood == "gaussian" and gaussian_sigma is None
-        self.log_sigma = nn.Parameter(torch.tensor(init), requires_grad=learned)
+        if likelihood == "gaussian":
+            # One shared sigma, learned unless fixed ("calibrated decoder", Rybkin et al., 2021):
+            # a fixed sigma = 1 on [0, 1] images would let the KL term swamp the reconstruction.
+            if gaussian_sigma is None:
+                self.log_sigma = nn.Parameter(torch.tensor(math.log(0.1)))
+            else:
+                self.register_buffer("log_sigma", torch.tensor(math.log(gaussian_sigma)))
 
     def configure_optimizers(self):
         return self._with_schedulers([self.optimizer_factory(self.parameters())])
@@ -58,23 +61,17 @@ class VAE(GenerativeModel):
         """Images in [0, 1] -> posterior mean and log-variance, each ``[N, latent_dim]``."""
         h = self.encoder(x)
         if h.shape[1] != 2 * self.latent_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"encoder returns {h.shape[1]} features but the VAE needs 2 * latent_dim = "
                 f"{2 * self.latent_dim}: set the encoder's out_features to 2 * model.latent_dim."
             )
         mu, logvar = h.chunk(2, dim=1)
         return mu, logvar
 
-    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        """Raw decoder output: Bernoulli logits, or the Gaussian mean before the sigmoid."""
-        return self.decoder(z)
-
-    def _mean(self, out: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(out)  # both likelihoods keep their mean in [0, 1]
-
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents -> mean images in [0, 1]."""
-        return self._mean(self.decoder_output(z))
+        """Latents -> mean images in [0, 1]. The decoder returns logits (Bernoulli) or the
+        Gaussian mean before a sigmoid: both likelihoods keep their mean in [0, 1]."""
+        return torch.sigmoid(self.decoder(z))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,15 +85,16 @@ class VAE(GenerativeModel):
 
     # --- the bound ----------------------------------------------------------------------------
     def log_likelihood(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x | z) per image from the raw decoder output ``out``."""
         if self.likelihood == "bernoulli":
             return bernoulli_log_likelihood(out, x)
-        return gaussian_log_likelihood(self._mean(out), self.log_sigma, x)
+        return gaussian_log_likelihood(torch.sigmoid(out), self.log_sigma, x)
 
     def elbo_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One-sample estimate of (log p(x|z), KL(q(z|x) || p(z))) per image, in nats."""
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # reparameterisation
-        return self.log_likelihood(self.decoder_output(z), x), gaussian_kl(mu, logvar)
+        return self.log_likelihood(self.decoder(z), x), gaussian_kl(mu, logvar)
 
     def _step(self, x: torch.Tensor, stage: str) -> torch.Tensor:
         log_px, kl = self.elbo_terms(x)

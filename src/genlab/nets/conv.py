@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genlab.errors import ConfigError
+
 
 def _stages(image_size: int) -> tuple[int, int]:
     """Return (base resolution, number of stride-2 stages) for ``image_size``."""
@@ -26,7 +28,7 @@ def _stages(image_size: int) -> tuple[int, int]:
             size, n = size // 2, n + 1
         if size == base and n >= 1:
             return base, n
-    raise ValueError(
+    raise ConfigError(
         f"image_size={image_size} is not supported by the conv nets: use 28 or 4*2**k "
         "(8, 16, 32, 64, 128, ...)."
     )
@@ -37,7 +39,7 @@ def _norm(kind: str, channels: int) -> nn.Module:
         return nn.BatchNorm2d(channels)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"norm={kind!r} is not supported: choose 'batch' or 'none'.")
+    raise ConfigError(f"norm={kind!r} is not supported: choose 'batch' or 'none'.")
 
 
 class ConvDecoder(nn.Module):
@@ -61,7 +63,7 @@ class ConvDecoder(nn.Module):
         self.latent_dim = latent_dim
         ch = width * 2 ** (n - 1)
         self.project = nn.Sequential(
-            nn.Linear(latent_dim, ch * base * base, bias=False),
+            nn.Linear(latent_dim, ch * base * base, bias=norm == "none"),
             nn.Unflatten(1, (ch, base, base)),
             _norm(norm, ch),
             nn.ReLU(inplace=True),
@@ -78,7 +80,7 @@ class ConvDecoder(nn.Module):
         if out_activation == "tanh":
             layers.append(nn.Tanh())
         elif out_activation not in (None, "none"):
-            raise ValueError(f"out_activation={out_activation!r}: choose 'tanh' or None.")
+            raise ConfigError(f"out_activation={out_activation!r}: choose 'tanh' or None.")
         self.upsample = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from genlab.callbacks.config import CONFIG_KEY
 from genlab.errors import CheckpointError
 from genlab.models.base import GenerativeModel
-
-CONFIG_KEY = "genlab_config"
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -26,7 +26,7 @@ def read_checkpoint(path: str | Path) -> dict:
             f"checkpoint {path} does not exist. Runs keep them in "
             "outputs/train/runs/<time>/checkpoints/ (last.ckpt and the best on model.monitor)."
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
     if CONFIG_KEY not in ckpt:
         raise CheckpointError(
             f"{path} has no '{CONFIG_KEY}' entry: it was not written by genlab's train.py, so "
@@ -41,6 +41,13 @@ def load_model(
     """Return (model in eval mode with the checkpoint's weights, the run's config)."""
     ckpt = read_checkpoint(path)
     cfg = OmegaConf.create(ckpt[CONFIG_KEY])
-    model = instantiate(cfg.model)
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model = instantiate(cfg.model)
+        model.load_state_dict(ckpt["state_dict"])
+    except (InstantiationException, RuntimeError) as err:
+        raise CheckpointError(
+            f"{path} was written by a different version of the code: rebuilding "
+            f"{cfg.model.get('_target_')} from its stored config failed ({err}). Check out the "
+            "commit the run used (its .hydra/ folder holds the config) and load it there."
+        ) from err
     return model.to(map_location).eval(), cfg

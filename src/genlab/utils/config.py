@@ -5,6 +5,8 @@ from __future__ import annotations
 import netrc
 import os
 import warnings
+from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from hydra.errors import InstantiationException
@@ -58,11 +60,16 @@ def check_wandb_login(logger_cfg: DictConfig | None) -> None:
         return
     if os.environ.get("WANDB_API_KEY"):
         return
-    try:
-        if netrc.netrc().authenticators("api.wandb.ai"):
-            return
-    except (FileNotFoundError, netrc.NetrcParseError):
-        pass
+    # `wandb login` stores the key in the netrc file ($NETRC, ~/.netrc or ~/_netrc) under the
+    # API host, which is not api.wandb.ai on a self-hosted server.
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    candidates = [os.environ.get("NETRC"), Path.home() / ".netrc", Path.home() / "_netrc"]
+    for path in filter(None, candidates):
+        try:
+            if netrc.netrc(str(path)).authenticators(host):
+                return
+        except (OSError, netrc.NetrcParseError):
+            continue
     raise ConfigError(
         "logger=wandb is online but no W&B credentials were found (WANDB_API_KEY or "
         "`wandb login`). Log in, or run offline: WANDB_MODE=offline python train.py "
@@ -77,7 +84,7 @@ def instantiate_group(cfg: DictConfig, key: str, **kwargs):
         return instantiate(cfg[key], **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
-        user_error = isinstance(cause, ValueError | GenlabError) or (
+        user_error = isinstance(cause, GenlabError) or (
             isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause)
         )
         if user_error:
