@@ -51,7 +51,7 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         model = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), "gan")
         extra = tiny_overrides(model) if tiny and config_name == "train" else []
         if any(o.startswith("trainer=") for o in overrides):  # the test picks the accelerator
-            extra.remove("trainer=cpu")
+            extra = [o for o in extra if o != "trainer=cpu"]
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=[*extra, *overrides])
         with open_dict(cfg):

@@ -76,6 +76,23 @@ def vae_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir / "checkpoints" / "last.ckpt"
 
 
+def test_gan_checkpoint_samples(tmp_path: Path) -> None:
+    from genlab.models.gan import GAN
+    from genlab.sample import draw
+    from genlab.utils.checkpoint import load_model
+
+    result = run_script(
+        "train.py", *tiny_overrides("gan"), "debug=limit", f"hydra.run.dir={tmp_path}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    model, _ = load_model(tmp_path / "checkpoints" / "last.ckpt")
+    assert isinstance(model, GAN) and not model.training  # BatchNorm in eval mode
+    a, b = draw(model, 10, seed=0, batch_size=4), draw(model, 10, seed=0, batch_size=4)
+    assert a.shape == (10, 1, 28, 28) and a.min() >= 0 and a.max() <= 1
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert a.std() > 0.01, "samples are not all the same flat image"
+
+
 def test_sample_cli_round_trip(vae_checkpoint: Path, tmp_path: Path) -> None:
     outputs = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):

@@ -99,12 +99,11 @@ class VAE(GenerativeModel):
     def _step(self, x: torch.Tensor, stage: str) -> torch.Tensor:
         log_px, kl = self.elbo_terms(x)
         loss = -(log_px - self.beta * kl).mean()
-        on_step = stage == "train"
-        self.log(
-            f"{stage}/elbo", (log_px - kl).mean(), prog_bar=True, on_step=on_step, on_epoch=True
-        )
-        self.log(f"{stage}/recon", -log_px.mean(), on_step=on_step, on_epoch=True)
-        self.log(f"{stage}/kl", kl.mean(), on_step=on_step, on_epoch=True)
+        # Training: per-step values. Validation/test: epoch means, averaged over DDP ranks.
+        opts = {"on_epoch": stage != "train", "sync_dist": stage != "train"}
+        self.log(f"{stage}/elbo", (log_px - kl).mean(), prog_bar=True, **opts)
+        self.log(f"{stage}/recon", -log_px.mean(), **opts)
+        self.log(f"{stage}/kl", kl.mean(), **opts)
         if self.likelihood == "gaussian" and stage == "train":
             self.log("train/sigma", self.log_sigma.exp())
         return loss
