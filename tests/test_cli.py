@@ -147,6 +147,16 @@ def test_sample_formats_and_errors(vae_checkpoint: Path, tmp_path: Path) -> None
         )
 
 
+def test_eval_cli_on_another_data_group(vae_checkpoint: Path, tmp_path: Path) -> None:
+    # data=... is composed fresh (with ${paths.data_dir}) and takes the model's image shape.
+    result = run_script(
+        "eval.py", f"ckpt_path={vae_checkpoint}", "data=mnist", "trainer=cpu",
+        "trainer.limit_test_batches=2", f"hydra.run.dir={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "metrics.json").exists()
+
+
 def test_eval_cli_reports_test_metrics(vae_checkpoint: Path, tmp_path: Path) -> None:
     result = run_script(
         "eval.py",

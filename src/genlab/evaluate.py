@@ -26,9 +26,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     model, train_cfg = load_model(cfg.ckpt_path)
     data_cfg = train_cfg.data
     if cfg.get("data"):  # data=... : another set, at the resolution/channels the model needs
-        data_cfg = OmegaConf.merge(
-            cfg.data, {k: train_cfg.data[k] for k in ("image_size", "channels")}
-        )
+        shape = {k: train_cfg.data[k] for k in ("image_size", "channels")}
+        data_cfg = OmegaConf.merge(OmegaConf.to_container(cfg.data, resolve=True), shape)
     elif not Path(data_cfg.get("data_dir", ".")).exists():  # checkpoint from another machine
         data_cfg.data_dir = cfg.paths.data_dir
     datamodule = instantiate_group(OmegaConf.create({"data": data_cfg}), "data")
