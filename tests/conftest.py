@@ -25,12 +25,27 @@ TINY = [
     "data.num_workers=0",
     "extras.print_config=false",
     "callbacks.progress_bar=null",
+    "callbacks.fid.num_samples=64",
+    "callbacks.fid.test_num_samples=64",
+    "callbacks.fid.num_real=256",
     "trainer=cpu",
 ]
 TINY_NETS = {
     "gan": ["model.generator.width=8", "model.discriminator.width=8", "model.latent_dim=8"],
-    "vae": ["model.encoder.width=8", "model.decoder.width=8", "model.latent_dim=4"],
+    "vae": [
+        "model.encoder.width=8",
+        "model.decoder.width=8",
+        "model.latent_dim=4",
+        "model.iwae_samples_test=20",
+    ],
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _feature_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One cache of real features per test session (shared with subprocesses), never the
+    developer's own .cache/."""
+    os.environ["GENLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("feature_cache"))
 
 
 @pytest.fixture(autouse=True)

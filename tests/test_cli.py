@@ -59,7 +59,7 @@ def test_multirun_one_directory_per_job(tmp_path: Path) -> None:
         f"hydra.sweep.dir={tmp_path}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for job, monitor in ((0, "val/mmd"), (1, "val/elbo")):
+    for job, monitor in ((0, "val/fid"), (1, "val/elbo")):
         job_dir = tmp_path / str(job)
         assert (job_dir / ".hydra" / "overrides.yaml").exists()
         assert (job_dir / "checkpoints" / "last.ckpt").exists()
@@ -170,3 +170,66 @@ def test_eval_cli_reports_test_metrics(vae_checkpoint: Path, tmp_path: Path) -> 
 
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["metrics"]["test/elbo"] < 0 and report["metrics"]["test/kl"] > 0
+
+
+def test_eval_cli_scores_a_checkpoint(vae_checkpoint: Path, tmp_path: Path) -> None:
+    import json
+
+    result = run_script(
+        "eval.py", f"ckpt_path={vae_checkpoint}", "metrics=[fid,kid,coverage,nll,recon,d_acc]",
+        "num_samples=300", "nll_samples=8", "trainer=cpu", "trainer.limit_test_batches=2",
+        f"hydra.run.dir={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    m = report["metrics"]
+    assert report["num_samples"] == 300 and report["num_real"] == 10000
+    assert m["test/fid"] > 0 and 1 <= m["test/classes_covered"] <= 10
+    # The importance-weighted bound is at least the ELBO (both in nats; nll = -bound).
+    assert m["test/nll_nats"] <= -m["test/elbo"] + 1.0 and 0 < m["test/ssim"] <= 1
+    assert "test/fid" in result.stdout and "d_acc does not apply to VAE" in result.stderr
+    assert (tmp_path / "metrics.csv").read_text().startswith("metric,value")
+
+
+def test_eval_cli_scores_a_sample_file(tmp_path: Path) -> None:
+    import json
+
+    from genlab.data.mnist import MNISTDataModule
+    from tests.conftest import SHIPPED
+
+    dm = MNISTDataModule(data_dir=str(SHIPPED), val_size=600)
+    dm.setup("fit")
+    real = torch.stack([dm.val_set[i][0] for i in range(600)])
+    files = {"real": real, "noise": torch.rand_like(real)}
+    fid = {}
+    for name, images in files.items():
+        path = tmp_path / f"{name}.npy"
+        np.save(path, (images * 255).round().numpy().astype(np.uint8))  # uint8 is accepted
+        result = run_script(
+            "eval.py", f"samples={path}", "data=mnist", "metrics=[fid,pr,coverage]",
+            f"hydra.run.dir={tmp_path / name}",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        report = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert report["num_samples"] == 600
+        fid[name] = report["metrics"]["test/fid"]
+    assert fid["real"] * 10 < fid["noise"], fid
+    assert report["metrics"]["test/precision"] < 0.1  # noise is off the digit manifold
+
+
+def test_eval_cli_bad_inputs_are_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npy"
+    good = tmp_path / "good.npy"
+    np.save(bad, np.random.rand(4, 28, 28).astype(np.float32) * 2 - 1)
+    np.save(good, np.random.rand(4, 28, 28).astype(np.float32))
+    cases = {
+        ("metrics=[fid,fidd]",): "unknown ['fidd']",
+        (f"samples={bad}", "data=mnist"): "scale float images to [0, 1]",
+        (f"samples={good}",): "needs data=<group>",
+        (): "give ckpt_path=",
+    }
+    for args, message in cases.items():
+        result = run_script("eval.py", *args, f"hydra.run.dir={tmp_path / 'run'}")
+        assert result.returncode == 1, result.stderr[-2000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("genlab: error:") and message in last, last

@@ -1,42 +1,182 @@
-"""``genlab.evaluate.run``: test metrics of a checkpoint.
+"""``genlab.evaluate.run``: score a checkpoint, or any file of samples, with trusted metrics.
 
-    python eval.py ckpt_path=outputs/train/runs/<time>/checkpoints/last.ckpt
+    python eval.py ckpt_path=outputs/train/runs/<time>/checkpoints/best.ckpt
+    python eval.py ckpt_path=... metrics=[fid,kid,is,pr,coverage,nll] num_samples=10000
+    python eval.py samples=other_project_samples.npy data=mnist
 
-Rebuilds the model and (unless ``data=...`` is given) the data module from the checkpoint's
-stored config, runs ``trainer.test`` and writes ``metrics.json`` into the eval run directory.
+Sample metrics (``fid kid is pr coverage``) compare ``num_samples`` seeded samples (or the file's)
+with the *test* split through ``features`` (mnist_classifier by default; inception for numbers
+comparable with papers); the real features are cached. Model metrics run ``trainer.test``:
+``nll`` (VAE importance-weighted bound with ``nll_samples`` samples per image), ``recon``
+(VAE SSIM/PSNR) and ``d_acc`` (GAN discriminator accuracy on held-out real vs fake). Prints a
+table and writes ``metrics.json`` and ``metrics.csv`` into the eval run directory.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import time
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
 
+from genlab.errors import ConfigError, DataError
+from genlab.metrics.feature_sets import extract, generated_features, real_features
+from genlab.metrics.scores import SAMPLE_METRICS, score
+from genlab.models.gan import GAN
+from genlab.models.vae import VAE
 from genlab.utils.checkpoint import load_model
 from genlab.utils.config import check_accelerator, instantiate_group
 
 log = logging.getLogger(__name__)
+# Computed by the model's test_step, for the model families that have them.
+MODEL_METRICS = {"nll": VAE, "recon": VAE, "d_acc": GAN}
+METRICS = (*SAMPLE_METRICS, *MODEL_METRICS)
+
+
+def load_samples(path: str | Path) -> torch.Tensor:
+    """A sample file (.npy/.pt; [N, C, H, W], [N, H, W, C] or [N, H, W]; float in [0, 1] or
+    uint8) as float ``[N, C, H, W]`` in [0, 1]."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"samples={path} does not exist (write one with sample.py out=FILE.npy).")
+    if path.suffix == ".npy":
+        x = torch.from_numpy(np.load(path))
+    elif path.suffix == ".pt":
+        x = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        raise ConfigError(f"samples={path}: use a .npy or .pt file of images.")
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dim() == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+        x = x.permute(0, 3, 1, 2)  # NHWC -> NCHW
+    if x.dim() != 4 or x.shape[1] not in (1, 3) or len(x) < 2:
+        raise DataError(
+            f"samples={path} has shape {tuple(x.shape)}: expected at least 2 images as "
+            "[N, C, H, W], [N, H, W, C] or [N, H, W] with C = 1 or 3."
+        )
+    if x.dtype == torch.uint8:
+        return x.float() / 255
+    x = x.float()
+    if x.min() < -1e-3 or x.max() > 1 + 1e-3:
+        raise DataError(
+            f"samples={path} holds values in [{x.min():.3g}, {x.max():.3g}]: scale float images "
+            "to [0, 1] (a tanh generator's [-1, 1] output: (x + 1) / 2), or save uint8."
+        )
+    return x.clamp(0, 1)
+
+
+def _data_config(cfg: DictConfig, train_cfg: DictConfig | None, shape: dict) -> DictConfig:
+    if cfg.get("data"):  # data=... : this set, at the resolution/channels being scored
+        data_cfg = OmegaConf.merge(OmegaConf.to_container(cfg.data, resolve=True), shape)
+    elif train_cfg is None:
+        raise ConfigError(
+            "samples=... needs data=<group> for the real images to compare with, e.g. data=mnist."
+        )
+    else:
+        data_cfg = train_cfg.data
+        if not Path(data_cfg.get("data_dir", ".")).exists():  # checkpoint from another machine
+            data_cfg.data_dir = cfg.paths.data_dir
+    return data_cfg
+
+
+def _check_metrics(names: list[str]) -> None:
+    unknown = [m for m in names if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"metrics={names}: unknown {unknown}; choose from {list(METRICS)}.")
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
+    names = list(cfg.metrics)
+    _check_metrics(names)
     check_accelerator(cfg.trainer)
-    model, train_cfg = load_model(cfg.ckpt_path)
-    data_cfg = train_cfg.data
-    if cfg.get("data"):  # data=... : another set, at the resolution/channels the model needs
+    model = train_cfg = samples = None
+    if cfg.get("samples"):
+        samples = load_samples(cfg.samples)
+        shape = {"image_size": samples.shape[-1], "channels": samples.shape[1]}
+        source = {"samples": str(cfg.samples)}
+    elif cfg.get("ckpt_path"):
+        model, train_cfg = load_model(cfg.ckpt_path)
         shape = {k: train_cfg.data[k] for k in ("image_size", "channels")}
-        data_cfg = OmegaConf.merge(OmegaConf.to_container(cfg.data, resolve=True), shape)
-    elif not Path(data_cfg.get("data_dir", ".")).exists():  # checkpoint from another machine
-        data_cfg.data_dir = cfg.paths.data_dir
-    datamodule = instantiate_group(OmegaConf.create({"data": data_cfg}), "data")
-    trainer: pl.Trainer = instantiate_group(cfg, "trainer", logger=False, callbacks=[])
-    pl.seed_everything(cfg.seed, workers=True)
-    (results,) = trainer.test(model, datamodule=datamodule, verbose=True)
-    metrics = {k: float(v) for k, v in results.items()}
-    report = Path(cfg.paths.output_dir) / "metrics.json"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps({"ckpt_path": str(cfg.ckpt_path), "metrics": metrics}, indent=2))
-    log.info("wrote %s", report)
-    return metrics
+        source = {"ckpt_path": str(cfg.ckpt_path)}
+    else:
+        raise ConfigError("give ckpt_path=<checkpoint> or samples=<file.npy> to evaluate.")
+    datamodule = instantiate_group(
+        OmegaConf.create({"data": _data_config(cfg, train_cfg, shape)}), "data"
+    )
+    device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
+    results: dict[str, float] = {}
+    info: dict = {**source, "requested": names}
+
+    sample_metrics = [m for m in names if m in SAMPLE_METRICS]
+    if sample_metrics:
+        extractor = instantiate(cfg.features)
+        start = time.perf_counter()
+        real = real_features(datamodule, "test", extractor, cfg.paths.cache_dir, device=device)
+        real_seconds = time.perf_counter() - start
+        if samples is not None:
+            fake = extract(extractor, samples.split(cfg.batch_size), device)
+        else:
+            fake = generated_features(
+                model.to(device), extractor, cfg.num_samples, cfg.seed, cfg.batch_size
+            )
+        scores = score(real, fake, sample_metrics)
+        seconds = time.perf_counter() - start
+        results.update(
+            {f"test/{k}": float(v) for k, v in scores.items() if not isinstance(v, list)}
+        )
+        info.update(
+            features=extractor.identity, num_samples=len(fake[0]), num_real=len(real[0]),
+            class_counts=scores.get("class_counts"), real_features_seconds=round(real_seconds, 2),
+            sample_metrics_seconds=round(seconds, 2),
+        )  # fmt: skip
+        log.info(
+            "%s on %d samples vs %d test images (%s features): %.1f s (real features %.1f s)",
+            ",".join(sample_metrics), len(fake[0]), len(real[0]), extractor.identity, seconds,
+            real_seconds,
+        )  # fmt: skip
+        if len(fake[0]) < 10000 and "fid" in sample_metrics:
+            log.warning("FID on %d < 10000 samples is biased upwards: report 10k.", len(fake[0]))
+
+    model_metrics = [m for m in names if m in MODEL_METRICS]
+    if model is not None and model_metrics:
+        applicable = [m for m in model_metrics if isinstance(model, MODEL_METRICS[m])]
+        for m in sorted(set(model_metrics) - set(applicable)):
+            log.info("metric %s does not apply to %s: skipped", m, type(model).__name__)
+        if applicable:
+            if isinstance(model, VAE):
+                model.iwae_samples["test"] = cfg.nll_samples if "nll" in applicable else 0
+                info["nll_samples"] = model.iwae_samples["test"]
+            trainer: pl.Trainer = instantiate_group(cfg, "trainer", logger=False, callbacks=[])
+            pl.seed_everything(cfg.seed, workers=True)
+            start = time.perf_counter()
+            (test_results,) = trainer.test(model, datamodule=datamodule, verbose=False)
+            info["model_metrics_seconds"] = round(time.perf_counter() - start, 2)
+            results.update({k: float(v) for k, v in test_results.items()})
+
+    _report(results, info, Path(cfg.paths.output_dir))
+    return results
+
+
+def _report(results: dict[str, float], info: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps({**info, "metrics": results}, indent=2))
+    with open(out_dir / "metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["metric", "value"])
+        writer.writerows(sorted(results.items()))
+    table = Table(title=f"genlab eval ({info.get('num_samples', '-')} samples)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in sorted(results.items()):
+        table.add_row(name, f"{value:.4g}")
+    Console().print(table)
+    log.info("wrote %s and metrics.csv", out_dir / "metrics.json")

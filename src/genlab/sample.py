@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +35,18 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-@torch.no_grad()
-def draw(model, n: int, seed: int, batch_size: int) -> torch.Tensor:
-    """``n`` samples on the CPU. All latents are drawn first from one seeded generator, so the
-    result does not depend on ``batch_size`` or the device."""
+def iter_samples(model, n: int, seed: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """``n`` samples as CPU batches. All latents are drawn first from one seeded generator, so
+    the images do not depend on ``batch_size`` or the device."""
     z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
-    chunks = [model.generate(zb.to(model.device)).clamp(0, 1).cpu() for zb in z.split(batch_size)]
-    return torch.cat(chunks)
+    for zb in z.split(batch_size):
+        with torch.no_grad():
+            yield model.generate(zb.to(model.device)).clamp(0, 1).cpu()
+
+
+def draw(model, n: int, seed: int, batch_size: int) -> torch.Tensor:
+    """``n`` samples on the CPU, the concatenation of ``iter_samples``."""
+    return torch.cat(list(iter_samples(model, n, seed, batch_size)))
 
 
 def run(cfg: DictConfig) -> Path:

@@ -108,19 +108,29 @@ class ImageTensorDataset(Dataset):
     """(image, label) pairs from an in-memory uint8 tensor ``[N, 1 or C, H, W]``.
 
     Items are float32 in [0, 1] with ``channels`` channels (grey is repeated on the fly, so a
-    3-channel view costs no memory), optionally shifted by up to ``shift`` pixels.
+    3-channel view costs no memory), optionally shifted by up to ``shift`` pixels and
+    ``binarize``d (each pixel 1 with probability its intensity, redrawn on every access).
     """
 
     def __init__(
-        self, images: torch.Tensor, labels: torch.Tensor, channels: int = 1, shift: int = 0
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        channels: int = 1,
+        shift: int = 0,
+        binarize: bool = False,
     ) -> None:
         self.images, self.labels, self.channels, self.shift = images, labels, channels, shift
+        self.binarize = binarize
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[i].float().div_(255.0).expand(self.channels, -1, -1)
+        image = self.images[i].float().div_(255.0)
+        if self.binarize:
+            image = torch.bernoulli(image)
+        image = image.expand(self.channels, -1, -1)
         if self.shift:
             # Translate by up to `shift` px (zero fill): digits stay digits, unlike flips.
             s = self.shift
@@ -137,6 +147,11 @@ class MNISTDataModule(pl.LightningDataModule):
     Batches are ``(images, labels)`` with images float32 ``[B, channels, image_size,
     image_size]`` in [0, 1]. ``train_fraction`` keeps a seeded subset of the training split
     (data-scaling experiments); validation and test sets never shrink.
+
+    ``binarize=true`` gives *dynamically binarized* MNIST, the benchmark of VAE likelihoods
+    (Burda et al., 2016): training pixels are redrawn as Bernoulli(intensity) every time they
+    are read; validation and test images are binarized once with a fixed seed, so every model
+    and every run is scored on the same binary test set.
     """
 
     def __init__(
@@ -154,6 +169,7 @@ class MNISTDataModule(pl.LightningDataModule):
         augment: bool = False,
         split_seed: int = 42,
         download: bool = True,
+        binarize: bool = False,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
@@ -170,7 +186,7 @@ class MNISTDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.train_fraction, self.val_size, self.split_seed = train_fraction, val_size, split_seed
         self.image_size, self.channels = image_size, channels
-        self.augment, self.download = augment, download
+        self.augment, self.download, self.binarize = augment, download, binarize
         self.train_set = self.val_set = self.test_set = None
 
     def prepare_data(self) -> None:
@@ -199,11 +215,21 @@ class MNISTDataModule(pl.LightningDataModule):
             train_idx = train_idx[: max(1, round(self.train_fraction * len(train_idx)))]
             shift = 2 if self.augment else 0
             self.train_set = ImageTensorDataset(
-                images[train_idx], labels[train_idx], self.channels, shift
+                images[train_idx], labels[train_idx], self.channels, shift, self.binarize
             )
-            self.val_set = ImageTensorDataset(images[val_idx], labels[val_idx], self.channels)
+            self.val_set = ImageTensorDataset(
+                self._fixed_binary(images[val_idx], 1), labels[val_idx], self.channels
+            )
         if stage in (None, "test", "predict") and self.test_set is None:
-            self.test_set = ImageTensorDataset(*self._load(train=False), self.channels)
+            images, labels = self._load(train=False)
+            self.test_set = ImageTensorDataset(self._fixed_binary(images, 2), labels, self.channels)
+
+    def _fixed_binary(self, images: torch.Tensor, seed: int) -> torch.Tensor:
+        """Evaluation images binarized once with a fixed seed (if ``binarize``), as uint8."""
+        if not self.binarize:
+            return images
+        draw = torch.bernoulli(images.float() / 255, generator=torch.Generator().manual_seed(seed))
+        return draw.to(torch.uint8) * 255
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(

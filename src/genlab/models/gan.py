@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from genlab.errors import ConfigError
-from genlab.metrics.mmd import pixel_mmd2
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory
 from genlab.models.losses import GAN_LOSSES
 
@@ -31,7 +30,7 @@ class GAN(GenerativeModel):
         n_critic: int = 1,
         scheduler: SchedulerFactory | None = None,
         gradient_clip_val: float | None = None,
-        monitor: str = "val/mmd",
+        monitor: str = "val/fid",
         monitor_mode: str = "min",
     ) -> None:
         super().__init__(latent_dim, monitor, monitor_mode, scheduler, gradient_clip_val)
@@ -105,8 +104,6 @@ class GAN(GenerativeModel):
         fake_logits = self.discriminator(fake * 2 - 1)
         d_loss = self.d_loss_fn(real_logits, fake_logits)
         self._log_discriminator(stage, d_loss, real_logits, fake_logits)
-        if len(real) >= 2:  # a last batch of one image has no MMD estimate
-            self.log(f"{stage}/mmd", pixel_mmd2(real, fake), prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")

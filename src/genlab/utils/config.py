@@ -113,6 +113,8 @@ KNOWN_WARNINGS = (
     r"Experiment logs directory .* exists and is not empty",
     # The data sets are in-memory tensors: worker processes would only add start-up time.
     r".*does not have many workers which may be a bottleneck.*",
+    # torchmetrics' KID/IS keep features in memory: ours are precomputed and small.
+    r"Metric `.*` will save all extracted features in buffer.*",
     # Lightning-internal deprecation, not ours to fix.
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
 )

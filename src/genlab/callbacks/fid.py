@@ -1,0 +1,89 @@
+"""Sample-quality metrics during training: ``val/fid`` (the GAN monitor) and ``test/*``.
+
+    python train.py callbacks.fid.every_n_epochs=2 callbacks.fid.num_samples=5000
+
+After every ``every_n_epochs``-th validation epoch, ``num_samples`` seeded samples are scored
+against the validation split (real features cached on disk, see ``metrics/feature_sets.py``)
+and ``val/fid``, ``val/kid`` and ``val/fid_seconds`` (the cost) are logged. During
+``trainer.test`` the ``test_metrics`` are computed on ``test_num_samples`` samples against the
+test split. The same seed every epoch means epochs are compared on the same latents.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+
+from genlab.metrics.feature_sets import Features, generated_features, real_features
+from genlab.metrics.features import FeatureExtractor
+from genlab.metrics.scores import SAMPLE_METRICS, score
+
+log = logging.getLogger(__name__)
+
+
+class FIDMonitor(Callback):
+    def __init__(
+        self,
+        features: FeatureExtractor,
+        every_n_epochs: int = 1,
+        num_samples: int = 2000,
+        metrics: tuple[str, ...] | list[str] = ("fid", "kid"),
+        test_num_samples: int = 10000,
+        test_metrics: tuple[str, ...] | list[str] = SAMPLE_METRICS,
+        num_real: int | None = None,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 500,
+        seed: int = 0,
+    ) -> None:
+        self.features = features
+        self.every_n_epochs = every_n_epochs
+        self.settings = {
+            "val": (num_samples, list(metrics)),
+            "test": (test_num_samples, list(test_metrics)),
+        }
+        self.num_real = num_real  # None: the whole split
+        self.cache_dir = cache_dir
+        self.batch_size = batch_size
+        self.seed = seed
+        self._real: dict[str, Features] = {}
+
+    def _real_features(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str
+    ) -> Features:
+        if split not in self._real:
+            num_real = self.num_real
+            if trainer.fast_dev_run:  # a smoke test of the code path, not a measurement
+                num_real = min(num_real or 256, 256)
+            self._real[split] = real_features(
+                trainer.datamodule, split, self.features, self.cache_dir, num_real,
+                self.batch_size, pl_module.device,
+            )  # fmt: skip
+        return self._real[split]
+
+    def _score(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        num_samples, metrics = self.settings[stage]
+        if trainer.fast_dev_run:
+            num_samples = min(num_samples, 64)
+        start = time.perf_counter()
+        real = self._real_features(trainer, pl_module, stage)
+        fake = generated_features(pl_module, self.features, num_samples, self.seed, self.batch_size)
+        scores = score(real, fake, metrics, kid_subset_size=min(1000, num_samples))
+        for name, value in scores.items():
+            if isinstance(value, (int, float)):
+                # Every DDP rank scores the same seeded samples, so no reduction is needed.
+                pl_module.log(f"{stage}/{name}", value)
+        pl_module.log(f"{stage}/fid_seconds", time.perf_counter() - start)
+        if stage == "test" and "classes_covered" in scores:
+            log.info("test samples per predicted class: %s", scores["class_counts"])
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        self._score(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._score(trainer, pl_module, "test")

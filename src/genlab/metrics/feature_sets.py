@@ -1,0 +1,119 @@
+"""Feature sets to score: generated samples (streamed) and real images (cached on disk).
+
+Real features are computed once per (data set, split, resolution, channels, extractor and its
+weights, image count) and stored under ``cache_dir`` as ``<data>-<split>-<n>x<C>x<H>x<W>-
+<extractor>-<digest>.pt``. The digest hashes the images' 8-bit pixels and the extractor's
+identity, so any change to the data, the split, the resize or the weights picks a new file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from genlab.errors import ConfigError
+from genlab.metrics.features import FeatureExtractor, quantize
+from genlab.sample import iter_samples
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1  # bump when the stored format or the feature pipeline changes
+SPLITS = ("val", "test")
+
+Features = tuple[Tensor, Tensor]  # (features [N, D], logits [N, K]), on the CPU
+
+
+@torch.no_grad()
+def extract(
+    extractor: FeatureExtractor, batches: Iterable[Tensor], device: torch.device | str = "cpu"
+) -> Features:
+    """Features of image batches in [0, 1], quantised to 8 bits first like real images."""
+    extractor = extractor.to(device)
+    feats, logits = [], []
+    for batch in batches:
+        f, lg = extractor(quantize(batch.to(device)))
+        feats.append(f.float().cpu())
+        logits.append(lg.float().cpu())
+    return torch.cat(feats), torch.cat(logits)
+
+
+def generated_features(
+    model,
+    extractor: FeatureExtractor,
+    num_samples: int,
+    seed: int = 0,
+    batch_size: int = 500,
+) -> Features:
+    """Features of ``num_samples`` seeded samples of ``model``, generated batch by batch."""
+    was_training = model.training
+    model.eval()
+    try:
+        batches = iter_samples(model, num_samples, seed, batch_size)
+        return extract(extractor, batches, model.device)
+    finally:
+        model.train(was_training)
+
+
+def split_images(datamodule, split: str, num_images: int | None = None) -> Tensor:
+    """The first ``num_images`` images of a data module's ``val`` or ``test`` split, [0, 1]."""
+    if split not in SPLITS:
+        raise ConfigError(f"real statistics use split={split!r}: choose one of {SPLITS}.")
+    dataset = getattr(datamodule, f"{split}_set", None)
+    if dataset is None:
+        datamodule.prepare_data()
+        datamodule.setup("fit" if split == "val" else "test")
+        dataset = getattr(datamodule, f"{split}_set")
+    n = len(dataset) if num_images is None else min(num_images, len(dataset))
+    items = [dataset[i] for i in range(n)]
+    return torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items])
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    """Write then rename: an interrupted run or two concurrent runs never leave half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def real_features(
+    datamodule,
+    split: str,
+    extractor: FeatureExtractor,
+    cache_dir: str | Path | None,
+    num_images: int | None = None,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+) -> Features:
+    """Features of real images, from the cache when an identical set was extracted before."""
+    images = split_images(datamodule, split, num_images)
+    pixels = quantize(images).mul(255).to(torch.uint8)
+    digest = hashlib.sha256(pixels.numpy().tobytes())
+    digest.update(f"{extractor.identity}-v{CACHE_VERSION}".encode())
+    name = getattr(datamodule, "dataset", None) or type(datamodule).__name__
+    shape = "x".join(str(s) for s in images.shape)
+    path = None
+    if cache_dir is not None:
+        path = (
+            Path(cache_dir)
+            / f"{name}-{split}-{shape}-{extractor.name}-{digest.hexdigest()[:16]}.pt"
+        )
+        if path.is_file():
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            return cached["features"], cached["logits"]
+    features = extract(extractor, images.split(batch_size), device)
+    if path is not None:
+        _atomic_save({"features": features[0], "logits": features[1]}, path)
+        log.info("cached real features: %s", path)
+    return features

@@ -1,0 +1,139 @@
+"""Sample-quality scores computed from extracted features (see ``features.py``).
+
+FID, KID and IS are torchmetrics' implementations fed with precomputed features, so real
+features can be cached and shared between metrics. Precision/recall (Kynkaenniemi et al., 2019)
+and class coverage are written here: no maintained library offers them on given features.
+All functions take CPU or GPU tensors ``[N, D]`` and return Python floats.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.image.kid import KernelInceptionDistance
+
+# Metric names accepted by `score` (and eval.py's `metrics=[...]`).
+SAMPLE_METRICS = ("fid", "kid", "is", "pr", "coverage")
+
+
+class _Precomputed(nn.Module):
+    """Identity 'extractor': lets torchmetrics' metrics take features we already have."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features
+
+
+def frechet_distance(real: Tensor, fake: Tensor) -> float:
+    """FID between two feature sets (each needs >= 2 rows; use >= 10k for reported numbers)."""
+    fid = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]))
+    fid.update(real.double(), real=True)
+    fid.update(fake.double(), real=False)
+    return float(fid.compute())
+
+
+def kernel_distance(
+    real: Tensor, fake: Tensor, subset_size: int = 1000, subsets: int = 100, seed: int = 0
+) -> tuple[float, float]:
+    """KID (mean, std over subsets): unbiased, so usable with few samples, unlike FID."""
+    subset_size = min(subset_size, len(real), len(fake))
+    kid = KernelInceptionDistance(
+        feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=subset_size
+    )
+    kid.update(real.double(), real=True)
+    kid.update(fake.double(), real=False)
+    # KID and IS draw random subsets from the global RNG: fork it so scores are reproducible
+    # and the training run's randomness is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, std = kid.compute()
+    return float(mean), float(std)
+
+
+def inception_score(logits: Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """IS (mean, std over splits) from classifier logits: exp E[KL(p(y|x) || p(y))]. With the
+    MNIST classifier its maximum is 10 (confident predictions spread evenly over ten digits)."""
+    score = InceptionScore(feature=_Precomputed(logits.shape[1]), splits=splits)
+    score.update(logits.double())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, std = score.compute()
+    return float(mean), float(std)
+
+
+def _kth_neighbour_radius(x: Tensor, k: int, chunk: int) -> Tensor:
+    """Distance from each row of x to its k-th nearest other row."""
+    radii = [torch.cdist(block, x).kthvalue(k + 1, dim=1).values for block in x.split(chunk)]
+    return torch.cat(radii)  # k + 1: the nearest "neighbour" is the point itself
+
+
+def _inside_manifold(points: Tensor, centres: Tensor, radii: Tensor, chunk: int) -> Tensor:
+    """For each point: is it inside any ball (centre, radius)?"""
+    return torch.cat(
+        [(torch.cdist(block, centres) <= radii).any(dim=1) for block in points.split(chunk)]
+    )
+
+
+def precision_recall(
+    real: Tensor, fake: Tensor, k: int = 3, chunk: int = 1024
+) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaenniemi et al., 2019), k-NN manifold estimate.
+
+    Precision: share of generated samples inside the real manifold (quality). Recall: share of
+    real samples inside the generated manifold (diversity; low under mode collapse).
+    """
+    real, fake = real.float(), fake.float()
+    real_radii = _kth_neighbour_radius(real, k, chunk)
+    fake_radii = _kth_neighbour_radius(fake, k, chunk)
+    precision = _inside_manifold(fake, real, real_radii, chunk).float().mean()
+    recall = _inside_manifold(real, fake, fake_radii, chunk).float().mean()
+    return float(precision), float(recall)
+
+
+def class_coverage(logits: Tensor) -> dict[str, float | list[int]]:
+    """Histogram of predicted classes and its KL divergence to uniform, in nats.
+
+    A healthy generator on a balanced data set gives KL near 0 (MNIST test set: ~0.001) and
+    covers every class; mode collapse shows as a high KL (one class only: log K).
+    """
+    num_classes = logits.shape[1]
+    counts = torch.bincount(logits.argmax(dim=1).cpu(), minlength=num_classes)
+    share = counts.double() / counts.sum()
+    nonzero = share[share > 0]
+    kl = float((nonzero * (nonzero * num_classes).log()).sum())
+    return {
+        "class_kl": kl,
+        "classes_covered": int((counts > 0).sum()),
+        "class_counts": counts.tolist(),
+    }
+
+
+def score(
+    real: tuple[Tensor, Tensor],
+    fake: tuple[Tensor, Tensor],
+    metrics: list[str] | tuple[str, ...] = SAMPLE_METRICS,
+    kid_subset_size: int = 1000,
+    pr_k: int = 3,
+) -> dict[str, float | list[int]]:
+    """The requested sample metrics from (features, logits) of real and generated images."""
+    unknown = set(metrics) - set(SAMPLE_METRICS)
+    if unknown:
+        raise ValueError(f"unknown sample metrics {sorted(unknown)}; choose from {SAMPLE_METRICS}")
+    (real_feats, _), (fake_feats, fake_logits) = real, fake
+    out: dict[str, float | list[int]] = {}
+    if "fid" in metrics:
+        out["fid"] = frechet_distance(real_feats, fake_feats)
+    if "kid" in metrics:
+        out["kid"], out["kid_std"] = kernel_distance(real_feats, fake_feats, kid_subset_size)
+    if "is" in metrics:
+        out["is"], out["is_std"] = inception_score(fake_logits)
+    if "pr" in metrics:
+        out["precision"], out["recall"] = precision_recall(real_feats, fake_feats, pr_k)
+    if "coverage" in metrics:
+        out.update(class_coverage(fake_logits))
+    return out
