@@ -82,7 +82,8 @@ def run_script(
     """Run an entry point as a user would (a fresh process) and capture its output."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
+        # "train.py" -> the repo's script; "-m" -> a module (``run_script("-m", "pkg.mod")``)
+        [sys.executable, script if script.startswith("-") else str(ROOT / script), *args],
         cwd=cwd,
         env=env,
         capture_output=True,

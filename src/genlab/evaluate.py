@@ -34,7 +34,7 @@ from genlab.metrics.scores import SAMPLE_METRICS, score
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
 from genlab.utils.checkpoint import load_model
-from genlab.utils.config import check_accelerator, instantiate_group
+from genlab.utils.config import apply_extras, check_accelerator, instantiate_group
 
 log = logging.getLogger(__name__)
 # Computed by the model's test_step, for the model families that have them.
@@ -97,6 +97,7 @@ def _check_metrics(names: list[str]) -> None:
 def run(cfg: DictConfig) -> dict[str, float]:
     names = list(cfg.metrics)
     _check_metrics(names)
+    apply_extras(cfg)
     check_accelerator(cfg.trainer)
     model = train_cfg = samples = None
     if cfg.get("samples"):
@@ -112,7 +113,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate_group(
         OmegaConf.create({"data": _data_config(cfg, train_cfg, shape)}), "data"
     )
-    device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
+    on_gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    device = torch.device("cuda" if on_gpu else "cpu")
     results: dict[str, float] = {}
     info: dict = {**source, "requested": names}
 
@@ -147,6 +149,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             log.warning("FID on %d < 10000 samples is biased upwards: report 10k.", len(fake[0]))
 
     model_metrics = [m for m in names if m in MODEL_METRICS]
+    if model is None and model_metrics:
+        log.info("metrics %s need a checkpoint, not a sample file: skipped", model_metrics)
     if model is not None and model_metrics:
         applicable = [m for m in model_metrics if isinstance(model, MODEL_METRICS[m])]
         for m in sorted(set(model_metrics) - set(applicable)):
@@ -173,7 +177,13 @@ def _report(results: dict[str, float], info: dict, out_dir: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(["metric", "value"])
         writer.writerows(sorted(results.items()))
-    table = Table(title=f"genlab eval ({info.get('num_samples', '-')} samples)")
+    caption = (
+        f"sample metrics: {info['num_samples']} samples vs {info['num_real']} test images, "
+        f"{info['features']} features"
+        if "num_samples" in info
+        else None
+    )
+    table = Table(title="genlab eval", caption=caption)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted(results.items()):

@@ -16,10 +16,9 @@ from pytorch_lightning.loggers import WandbLogger
 
 from genlab.callbacks.config import StoreConfigInCheckpoint
 from genlab.utils.config import (
+    apply_extras,
     instantiate_group,
     instantiate_list,
-    print_config,
-    silence_known_warnings,
     to_dict,
     validate,
 )
@@ -33,11 +32,7 @@ def run(cfg: DictConfig) -> float | None:
     The return value is what Hydra sweepers (Optuna) minimise or maximise.
     """
     validate(cfg)  # before any data is touched: config mistakes cost seconds
-    extras = cfg.get("extras") or {}
-    if extras.get("ignore_warnings"):
-        silence_known_warnings()
-    if extras.get("print_config"):
-        print_config(cfg)
+    apply_extras(cfg)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule: pl.LightningDataModule = instantiate_group(cfg, "data")

@@ -29,7 +29,7 @@ SPLITS = ("val", "test")
 Features = tuple[Tensor, Tensor]  # (features [N, D], logits [N, K]), on the CPU
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def extract(
     extractor: FeatureExtractor, batches: Iterable[Tensor], device: torch.device | str = "cpu"
 ) -> Features:

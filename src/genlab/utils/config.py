@@ -125,6 +125,15 @@ def silence_known_warnings() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
+def apply_extras(cfg: DictConfig) -> None:
+    """The ``extras`` group of every entry point: hide known noise, print the config."""
+    extras = cfg.get("extras") or {}
+    if extras.get("ignore_warnings"):
+        silence_known_warnings()
+    if extras.get("print_config"):
+        print_config(cfg)
+
+
 def print_config(cfg: DictConfig) -> None:
     """Print the resolved config as a rich tree: the first thing to read in a run's log."""
     from rich import print as rprint

@@ -1,0 +1,360 @@
+"""Any folder of images as a LightningDataModule.
+
+    python train.py data=image_folder data.path=/data/cats data.image_size=64
+    python train.py data=image_folder data.path=/data/faces data.cache=true data.augment=[hflip]
+
+Scans ``path`` recursively for png, jpg/jpeg, webp, bmp and gif (first frame). Images in class
+subfolders get those classes as labels (else label -1). A ``train/`` + ``val/`` layout is used
+as the split; otherwise a seeded ``val_fraction`` is held out. Images are resized (shorter side)
+and centre-cropped to ``image_size``, converted to grey or RGB (``channels``; CMYK, palette and
+alpha images are converted, alpha composited on white) and returned as float ``[C, H, W]`` in
+[0, 1], the same contract as MNIST, so every model runs unchanged.
+
+Unreadable, empty, truncated, non-image and too-small files are skipped, never fatal: they are
+counted, logged and listed in ``<report_dir>/data_report.json``. ``cache=true`` decodes every
+image once into a memory-mapped uint8 array under ``cache_dir`` (re-used while the file list,
+sizes, modification times and ``image_size``/``channels`` are unchanged).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+from genlab.data.transforms import build_augmentation
+from genlab.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+SPLIT_DIRS = ("train", "val")
+
+
+class BadImage(Exception):
+    """A file that cannot be used as an image; the message is the reason."""
+
+
+def scan_folder(root: str | Path, file_list: str | Path | None = None) -> list[Path]:
+    """Image files under ``root`` (recursive, sorted), optionally only those in ``file_list``
+    (one path per line, relative to ``root`` or absolute; written by ``genlab.data.quality``)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"data.path={str(root)!r} is not a folder. Point data.path at a folder of images "
+            f"({', '.join(IMAGE_EXTENSIONS)}), searched recursively."
+        )
+    files = sorted(
+        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
+    if file_list is not None:
+        listed = Path(file_list)
+        if not listed.is_file():
+            raise DataError(f"data.file_list={str(listed)!r} does not exist.")
+        wanted = {
+            (root / line).resolve()
+            for line in listed.read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        }
+        files = [p for p in files if p.resolve() in wanted]
+    if not files:
+        raise DataError(
+            f"no images in {str(root)!r}{' listed in ' + str(file_list) if file_list else ''}: "
+            f"searched recursively for {', '.join(IMAGE_EXTENSIONS)} (any case)."
+        )
+    return files
+
+
+def open_image(path: Path, channels: int, min_size: int = 8) -> Image.Image:
+    """Decode ``path`` to an L or RGB PIL image, or raise ``BadImage`` saying why not."""
+    if path.stat().st_size == 0:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        with Image.open(path) as img:
+            img.seek(0)  # first frame of animations
+            img.load()  # full decode: catches truncated files that open() accepts
+            img = ImageOps.exif_transpose(img)
+    except UnidentifiedImageError:
+        raise BadImage("not an image PIL can read") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BadImage(f"corrupt or truncated ({e})") from None
+    if min(img.size) < min_size:
+        raise BadImage(f"too small ({img.width}x{img.height} < {min_size} px)")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):  # transparency: composite onto white
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def resize_crop(img: Image.Image, image_size: int) -> torch.Tensor:
+    """Shorter side to ``image_size`` (antialiased), centre crop -> uint8 ``[C, S, S]``."""
+    scale = image_size / min(img.size)
+    size = (max(image_size, round(img.width * scale)), max(image_size, round(img.height * scale)))
+    img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=None)
+    left, top = (img.width - image_size) // 2, (img.height - image_size) // 2
+    img = img.crop((left, top, left + image_size, top + image_size))
+    array = np.asarray(img, dtype=np.uint8)
+    tensor = torch.from_numpy(array.copy())
+    return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+
+
+class ImageFileDataset(Dataset):
+    """(image, label) from files, or from a uint8 cache ``[N, C, S, S]`` of the same files.
+
+    A file that fails to decode (changed or truncated since the scan) is replaced by the next
+    readable one and recorded in ``failed``: an epoch never dies on one bad file.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[Path],
+        labels: Sequence[int],
+        image_size: int,
+        channels: int,
+        transform=None,
+        cache: np.ndarray | None = None,
+        min_size: int = 8,
+    ) -> None:
+        self.files, self.labels = list(files), torch.as_tensor(labels, dtype=torch.long)
+        self.image_size, self.channels, self.transform = image_size, channels, transform
+        self.cache, self.min_size = cache, min_size
+        self.failed: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, i: int) -> torch.Tensor:
+        if self.cache is not None:
+            return torch.from_numpy(np.array(self.cache[i]))
+        return resize_crop(open_image(self.files[i], self.channels, self.min_size), self.image_size)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        for j in range(i, i + len(self)):
+            index = j % len(self)
+            try:
+                pixels = self.load(index)
+                break
+            except (BadImage, OSError) as e:
+                if str(self.files[index]) not in self.failed:
+                    log.warning("skipping %s: %s", self.files[index], e)
+                self.failed[str(self.files[index])] = str(e)
+        else:
+            raise DataError("no file in this data set could be decoded")
+        image = pixels.float().div_(255)
+        if self.transform is not None:
+            image = self.transform(image).clamp_(0, 1)
+        return image, self.labels[index]
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    """A folder of images: see the module docstring for layout, formats and bad files."""
+
+    def __init__(
+        self,
+        path: str,
+        image_size: int = 64,
+        channels: int = 3,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        val_fraction: float = 0.05,
+        train_fraction: float = 1.0,
+        split_seed: int = 42,
+        augment: Sequence[str | dict] | None = None,
+        file_list: str | None = None,
+        cache: bool = False,
+        cache_dir: str | None = None,
+        min_size: int = 8,
+        report_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if channels not in (1, 3):
+            raise ConfigError(f"data.channels={channels} must be 1 (grey) or 3 (RGB).")
+        if not 0.0 < train_fraction <= 1.0:
+            raise ConfigError(f"data.train_fraction={train_fraction} must be in (0, 1].")
+        if not 0.0 < val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction={val_fraction} must be in (0, 1).")
+        if cache and not cache_dir:
+            raise ConfigError("data.cache=true needs data.cache_dir (default ${paths.cache_dir}).")
+        self.path, self.image_size, self.channels = Path(path).expanduser(), image_size, channels
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.val_fraction, self.train_fraction, self.split_seed = (
+            val_fraction,
+            train_fraction,
+            split_seed,
+        )
+        self.augment = build_augmentation(augment, image_size)  # checks names at start-up
+        self.file_list, self.cache, self.cache_dir = file_list, cache, cache_dir
+        self.min_size, self.report_dir = min_size, report_dir
+        self.dataset = self.path.name  # names cached FID statistics
+        self.classes: list[str] = []
+        self.skipped: dict[str, str] = {}
+        self.train_set = self.val_set = self.test_set = None
+
+    # --- scanning -----------------------------------------------------------------------------
+    def _split_files(self, files: list[Path]) -> tuple[list[Path], list[Path]]:
+        """Files of ``train/`` and ``val/`` if the folder has that layout, else a seeded split."""
+        if all((self.path / d).is_dir() for d in SPLIT_DIRS):
+            parts = {
+                d: [p for p in files if p.relative_to(self.path).parts[0] == d] for d in SPLIT_DIRS
+            }
+            return parts["train"], parts["val"]
+        order = torch.randperm(len(files), generator=torch.Generator().manual_seed(self.split_seed))
+        n_val = max(1, round(self.val_fraction * len(files)))
+        if len(files) - n_val < 1:
+            raise DataError(f"{self.path} holds {len(files)} usable image(s): too few to split.")
+        val = sorted(files[i] for i in order[:n_val].tolist())
+        train = sorted(files[i] for i in order[n_val:].tolist())
+        return train, val
+
+    def _labels(self, files: list[Path], base: Path) -> list[int]:
+        """Class = first subfolder below ``base`` when every file has one, else -1."""
+        rel = [p.relative_to(base).parts for p in files]
+        if not rel or any(len(parts) < 2 for parts in rel):
+            return [-1] * len(files)
+        if not self.classes:
+            self.classes = sorted({parts[0] for parts in rel})
+        index = {c: i for i, c in enumerate(self.classes)}
+        return [index.get(parts[0], -1) for parts in rel]
+
+    def _check(self, files: list[Path]) -> list[Path]:
+        """Headers of every file (cheap); without the cache, decoding problems that only a
+        full decode reveals are caught per item later."""
+        good = []
+        for path in files:
+            try:
+                if path.stat().st_size == 0:
+                    raise BadImage("empty file (0 bytes)")
+                with Image.open(path) as img:
+                    if min(img.size) < self.min_size:
+                        raise BadImage(f"too small ({img.width}x{img.height} < {self.min_size} px)")
+                good.append(path)
+            except UnidentifiedImageError:
+                self.skipped[str(path)] = "not an image PIL can read"
+            except BadImage as e:
+                self.skipped[str(path)] = str(e)
+            except OSError as e:
+                self.skipped[str(path)] = f"unreadable ({e})"
+        return good
+
+    def _build_cache(self, files: list[Path]) -> tuple[list[Path], np.ndarray]:
+        """Decode + resize every file once into ``<cache_dir>/image_folder/<key>.u8``."""
+        key = hashlib.sha256(f"{self.image_size}-{self.channels}-{self.min_size}".encode())
+        for p in files:
+            st = p.stat()
+            key.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        base = Path(self.cache_dir) / "image_folder" / f"{self.dataset}-{key.hexdigest()[:16]}"
+        meta_path, data_path = base.with_suffix(".json"), base.with_suffix(".u8")
+        shape_tail = (self.channels, self.image_size, self.image_size)
+        if meta_path.is_file() and data_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            kept = [Path(p) for p in meta["files"]]
+            self.skipped.update(meta["skipped"])
+            return kept, np.memmap(data_path, np.uint8, "r", shape=(len(kept), *shape_tail))
+        base.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=base.parent, suffix=".u8.tmp")
+        os.close(fd)
+        kept, skipped = [], {}
+        with open(tmp, "wb") as out:
+            for p in files:
+                try:
+                    out.write(
+                        resize_crop(open_image(p, self.channels, self.min_size), self.image_size)
+                        .numpy()
+                        .tobytes()
+                    )
+                    kept.append(p)
+                except BadImage as e:
+                    skipped[str(p)] = str(e)
+        os.replace(tmp, data_path)
+        meta_path.write_text(json.dumps({"files": [str(p) for p in kept], "skipped": skipped}))
+        self.skipped.update(skipped)
+        log.info("cached %d decoded images in %s", len(kept), data_path)
+        return kept, np.memmap(data_path, np.uint8, "r", shape=(len(kept), *shape_tail))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        files = scan_folder(self.path, self.file_list)
+        cache = None
+        if self.cache:
+            files, cache = self._build_cache(files)
+        else:
+            files = self._check(files)
+        if not files:
+            raise DataError(f"none of the images in {self.path} is usable: see {self._report()}")
+        position = {p: i for i, p in enumerate(files)}
+        train, val = self._split_files(files)
+        base = (
+            self.path / "train" if all((self.path / d).is_dir() for d in SPLIT_DIRS) else self.path
+        )
+        train_labels = self._labels(train, base)
+        val_labels = self._labels(val, base.parent / "val" if base.name == "train" else base)
+        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed))
+        keep = sorted(keep[: max(1, round(self.train_fraction * len(train)))].tolist())
+        train, train_labels = [train[i] for i in keep], [train_labels[i] for i in keep]
+
+        def dataset(subset: list[Path], labels: list[int], transform) -> ImageFileDataset:
+            rows = None if cache is None else cache[[position[p] for p in subset]]
+            return ImageFileDataset(
+                subset, labels, self.image_size, self.channels, transform, rows, self.min_size
+            )
+
+        self.train_set = dataset(train, train_labels, self.augment)
+        self.val_set = dataset(val, val_labels, None)
+        self.test_set = self.val_set  # no separate test split in a folder: scores use val
+        report = self._report(n_train=len(train), n_val=len(val))
+        if self.skipped:
+            reasons = Counter(r.split(" (")[0] for r in self.skipped.values())
+            log.warning(
+                "skipped %d of %d files in %s (%s); list in %s", len(self.skipped),
+                len(files) + len(self.skipped), self.path, dict(reasons), report,
+            )  # fmt: skip
+
+    def _report(self, **counts: int) -> Path | None:
+        if self.report_dir is None:
+            return None
+        path = Path(self.report_dir) / "data_report.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        content = {
+            "path": str(self.path),
+            **counts,
+            "classes": self.classes,
+            "skipped": self.skipped,
+        }
+        path.write_text(json.dumps(content, indent=2))
+        return path
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

@@ -1,0 +1,216 @@
+"""Data-quality report and clean file list for a folder of images. Never touches the images.
+
+    python -m genlab.data.quality report data.path=/data/cats
+    python -m genlab.data.quality clean data.path=/data/cats
+    python train.py data=image_folder data.path=/data/cats \\
+        data.file_list=outputs/quality/runs/<time>/clean_files.txt
+
+Both commands check every file and write, into ``outputs/quality/runs/<time>/``:
+``report.json`` (counts and the files in each category), ``flagged.png`` (contact sheet of the
+flagged images, in the order of ``flagged.txt``) and ``sizes.png`` (histograms of image sizes
+and aspect ratios). ``clean`` also writes ``clean_files.txt``: every readable file that is not
+flagged, keeping the first file of each duplicate group. Categories: unreadable (with the
+reason), exact duplicates (same bytes), near duplicates (perceptual hash within
+``near_duplicate_distance`` of 64 bits), too small, too dark, blank (almost no pixel variance)
+and extreme aspect ratios.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import hydra
+import imagehash
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torchvision.utils import save_image
+
+from genlab.data.image_folder import BadImage, open_image, resize_crop, scan_folder
+from genlab.errors import ConfigError
+from genlab.utils.cli import exit_on_user_error
+from genlab.utils.resolvers import project_root
+
+log = logging.getLogger(__name__)
+COMMANDS = ("report", "clean")
+FLAGS = ("too_small", "too_dark", "blank", "extreme_aspect", "exact_duplicate", "near_duplicate")
+
+
+def _groups(pairs: list[tuple[int, int]], n: int) -> list[list[int]]:
+    """Connected components (sorted index lists, size >= 2) of an undirected pair list."""
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in pairs:
+        parent[find(a)] = find(b)
+    members = defaultdict(list)
+    for i in range(n):
+        members[find(i)].append(i)
+    return sorted(sorted(g) for g in members.values() if len(g) > 1)
+
+
+def near_duplicate_pairs(hashes: list[int | None], max_distance: int) -> list[tuple[int, int]]:
+    """Pairs of 64-bit hashes within ``max_distance`` bits. Pigeonhole: split the bits into
+    ``max_distance + 1`` bands; two hashes that close agree exactly on at least one band, so only
+    hashes sharing a band value are compared (near-linear instead of all pairs)."""
+    edges = np.linspace(0, 64, max_distance + 2).astype(int)
+    pairs = set()
+    for lo, hi in itertools.pairwise(edges):
+        mask = (1 << int(hi - lo)) - 1
+        buckets = defaultdict(list)
+        for i, h in enumerate(hashes):
+            if h is not None:  # None: not compared (blank images)
+                buckets[(h >> int(lo)) & mask].append(i)
+        for members in buckets.values():
+            for x, i in enumerate(members):
+                for j in members[x + 1 :]:
+                    if bin(hashes[i] ^ hashes[j]).count("1") <= max_distance:
+                        pairs.add((i, j))
+    return sorted(pairs)
+
+
+def analyse(files: list[Path], cfg: DictConfig) -> dict:
+    """Per-file checks and duplicate groups; returns the report as a plain dict."""
+    unreadable: dict[str, str] = {}
+    ok: list[Path] = []
+    sizes, digests, phashes = [], [], []
+    flags: dict[str, list[str]] = {name: [] for name in FLAGS}
+    for path in files:
+        try:
+            img = open_image(path, channels=3, min_size=1)
+        except BadImage as e:
+            unreadable[str(path)] = str(e)
+            continue
+        ok.append(path)
+        w, h = img.size
+        sizes.append((w, h))
+        digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        pixels = np.asarray(img.resize((64, 64)), dtype=np.float32) / 255
+        # Per-channel spread: two colours of equal brightness are not blank.
+        blank = pixels.reshape(-1, 3).std(axis=0).max() < cfg.blank_std
+        # Blank images all hash alike: they are flagged as blank, not as each other's copies.
+        phashes.append(None if blank else int(str(imagehash.phash(img)), 16))
+        if min(w, h) < cfg.min_size:
+            flags["too_small"].append(str(path))
+        if blank:
+            flags["blank"].append(str(path))
+        elif pixels.mean() < cfg.dark_mean:
+            flags["too_dark"].append(str(path))
+        if max(w, h) / min(w, h) > cfg.max_aspect:
+            flags["extreme_aspect"].append(str(path))
+    by_digest = defaultdict(list)
+    for i, d in enumerate(digests):
+        by_digest[d].append(i)
+    exact = sorted(g for g in by_digest.values() if len(g) > 1)
+    exact_pairs = [(g[0], j) for g in exact for j in g[1:]]
+    near = [
+        g
+        for g in _groups(near_duplicate_pairs(phashes, cfg.near_duplicate_distance), len(ok))
+        if len({digests[i] for i in g}) > 1  # not only byte-identical copies
+    ]
+    # Keep the first file of each group (exact or near); flag the others.
+    for g in _groups(exact_pairs, len(ok)):
+        flags["exact_duplicate"] += [str(ok[i]) for i in g[1:]]
+    for g in near:
+        flags["near_duplicate"] += [
+            str(ok[i]) for i in g[1:] if str(ok[i]) not in flags["exact_duplicate"]
+        ]
+    flagged = sorted({p for paths in flags.values() for p in paths})
+    return {
+        "path": str(cfg.data.path),
+        "files": len(files),
+        "readable": len(ok),
+        "unreadable": unreadable,
+        "counts": {name: len(paths) for name, paths in flags.items()},
+        "flagged": flags,
+        "duplicate_groups": {
+            "exact": [[str(ok[i]) for i in g] for g in exact],
+            "near": [[str(ok[i]) for i in g] for g in near],
+        },
+        "clean": [str(p) for p in ok if str(p) not in set(flagged)],
+        "sizes": sizes,
+    }
+
+
+def _contact_sheet(paths: list[str], out: Path, thumb: int) -> None:
+    tiles = [resize_crop(open_image(Path(p), 3, 1), thumb).float() / 255 for p in paths]
+    save_image(torch.stack(tiles), out, nrow=8, padding=2, pad_value=1.0)
+
+
+def _size_histograms(sizes: list[tuple[int, int]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    w, h = np.array(sizes, dtype=float).T
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax1.hist(np.minimum(w, h), bins=40)
+    ax1.set(title="shorter side", xlabel="pixels", ylabel="images")
+    ax2.hist(w / h, bins=40)
+    ax2.set(title="aspect ratio (width / height)", xlabel="ratio")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def run(cfg: DictConfig, command: str) -> dict:
+    if command not in COMMANDS:
+        raise ConfigError(f"unknown command {command!r}: use one of {COMMANDS}.")
+    root = Path(cfg.data.path).expanduser()
+    files = scan_folder(root)
+    report = analyse(files, cfg)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    flagged = sorted({p for paths in report["flagged"].values() for p in paths})
+    (out / "flagged.txt").write_text("".join(f"{p}\n" for p in flagged))
+    if flagged:
+        _contact_sheet(flagged[: cfg.contact_sheet_max], out / "flagged.png", cfg.thumb_size)
+    if report["sizes"]:
+        _size_histograms(report["sizes"], out / "sizes.png")
+    sizes = report.pop("sizes")
+    report["size_range"] = [min(map(min, sizes)), max(map(max, sizes))] if sizes else None
+    if command == "clean":
+        lines = [str(Path(p).relative_to(root)) for p in report["clean"]]
+        (out / "clean_files.txt").write_text("".join(f"{line}\n" for line in lines))
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(
+        f"{report['files']} files, {report['readable']} readable, "
+        f"{len(report['unreadable'])} unreadable; flagged: "
+        + ", ".join(f"{k} {v}" for k, v in report["counts"].items())
+        + f"; {len(report['clean'])} clean.\nreport: {out / 'report.json'}"
+        + (f"\nclean file list: {out / 'clean_files.txt'}" if command == "clean" else "")
+    )
+    return report
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(f"usage: python -m genlab.data.quality {{{'|'.join(COMMANDS)}}} data.path=DIR "
+              "[key=value ...]", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
+    command = sys.argv.pop(1)
+
+    @hydra.main(
+        version_base="1.3", config_path=str(Path(project_root()) / "conf"), config_name="quality"
+    )
+    def _main(cfg: DictConfig) -> None:
+        with exit_on_user_error():
+            run(cfg, command)
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()

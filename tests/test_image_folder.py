@@ -1,0 +1,189 @@
+"""ImageFolderDataModule and the data-quality tool on a folder of generated, partly broken files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from genlab.data.image_folder import ImageFolderDataModule, scan_folder
+from genlab.errors import ConfigError, DataError
+
+from .conftest import run_script
+
+
+def _picture(rng: np.random.Generator, size: tuple[int, int] = (48, 40)) -> Image.Image:
+    """A coloured rectangle on a coloured background: distinct images, robust hashes."""
+    w, h = size
+    pixels = np.empty((h, w, 3), np.uint8)
+    pixels[:] = rng.integers(0, 256, 3)
+    x0, y0 = rng.integers(0, w // 2), rng.integers(0, h // 2)
+    pixels[y0 : y0 + h // 2, x0 : x0 + w // 2] = rng.integers(0, 256, 3)
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture
+def messy_folder(tmp_path: Path) -> Path:
+    """Two classes of good images plus every kind of awkward or broken file."""
+    root = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for cls, ext in (("cats", "png"), ("dogs", "jpg")):
+        (root / cls).mkdir(parents=True)
+        for i in range(12):
+            _picture(rng).save(root / cls / f"{i}.{ext}")
+    cats = root / "cats"
+    # Convertible: CMYK, palette, alpha, grey, animated GIF (first frame), WebP, BMP.
+    _picture(rng).convert("CMYK").save(cats / "cmyk.jpg")
+    _picture(rng).convert("P").save(cats / "palette.png")
+    _picture(rng).convert("RGBA").save(cats / "alpha.png")
+    _picture(rng).convert("L").save(cats / "grey.bmp")
+    _picture(rng).save(cats / "anim.gif", save_all=True, append_images=[_picture(rng)])
+    _picture(rng).save(cats / "photo.webp")
+    # Broken: empty, not an image, truncated, too small.
+    (cats / "empty.png").write_bytes(b"")
+    (cats / "notes.jpg").write_text("not a picture")
+    good = (root / "dogs" / "0.jpg").read_bytes()
+    (cats / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    _picture(rng, (4, 4)).save(cats / "tiny.png")
+    (root / "README.txt").write_text("ignored: not an image extension")
+    return root
+
+
+def _datamodule(path: Path, tmp_path: Path, **kwargs) -> ImageFolderDataModule:
+    args = {"image_size": 32, "batch_size": 4, "report_dir": str(tmp_path / "report"), **kwargs}
+    dm = ImageFolderDataModule(path=str(path), **args)
+    dm.setup("fit")
+    return dm
+
+
+def test_messy_folder_loads_skips_and_reports(messy_folder: Path, tmp_path: Path) -> None:
+    dm = _datamodule(messy_folder, tmp_path, val_fraction=0.2)
+    assert dm.classes == ["cats", "dogs"]
+    broken = {"empty.png", "notes.jpg", "tiny.png", "truncated.jpg"}
+    assert {Path(p).name for p in dm.skipped} == broken
+    # A file that breaks after the scan is replaced by the next one and recorded, not fatal.
+    dm.train_set.files[3].write_bytes(b"overwritten since the scan")
+    for dataset in (dm.train_set, dm.val_set):
+        for i in range(len(dataset)):
+            image, label = dataset[i]
+            assert image.shape == (3, 32, 32) and image.min() >= 0 and image.max() <= 1
+            assert label.item() in (0, 1)
+    assert list(dm.train_set.failed) == [str(dm.train_set.files[3])] and not dm.val_set.failed
+    assert len(dm.train_set) + len(dm.val_set) == 24 + 6  # good + convertible
+    report = json.loads((tmp_path / "report" / "data_report.json").read_text())
+    assert len(report["skipped"]) == 4 and report["classes"] == ["cats", "dogs"]
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (4,)
+
+
+def test_grey_output_and_seeded_split(messy_folder: Path, tmp_path: Path) -> None:
+    a = _datamodule(messy_folder, tmp_path, channels=1, train_fraction=0.5)
+    b = _datamodule(messy_folder, tmp_path, channels=1, train_fraction=0.5)
+    assert a.train_set[0][0].shape == (1, 32, 32)
+    assert a.train_set.files == b.train_set.files and a.val_set.files == b.val_set.files
+    full = _datamodule(messy_folder, tmp_path)
+    assert len(a.train_set) == round(0.5 * len(full.train_set))
+    assert set(a.val_set.files) == set(full.val_set.files)  # the hold-out never shrinks
+
+
+def test_cache_decodes_once_and_matches(messy_folder: Path, tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    cached = _datamodule(messy_folder, tmp_path, cache=True, cache_dir=str(cache_dir))
+    assert "truncated.jpg" in {Path(p).name for p in cached.skipped}
+    plain = _datamodule(messy_folder, tmp_path)
+    i = plain.train_set.files.index(cached.train_set.files[0])
+    assert torch.equal(cached.train_set[0][0], plain.train_set[i][0])
+    files = sorted(cache_dir.rglob("*.u8"))
+    stamp = files[0].stat().st_mtime_ns
+    _datamodule(messy_folder, tmp_path, cache=True, cache_dir=str(cache_dir))  # a hit
+    assert sorted(cache_dir.rglob("*.u8")) == files and files[0].stat().st_mtime_ns == stamp
+    _datamodule(messy_folder, tmp_path, cache=True, cache_dir=str(cache_dir), image_size=28)
+    assert len(list(cache_dir.rglob("*.u8"))) == 2  # another size, another cache
+
+
+def test_train_val_layout_and_unlabelled(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 8), ("val", 3)):
+        (tmp_path / "data" / split).mkdir(parents=True)
+        for i in range(n):
+            _picture(rng).save(tmp_path / "data" / split / f"{i}.png")
+    dm = _datamodule(tmp_path / "data", tmp_path)
+    assert len(dm.train_set) == 8 and len(dm.val_set) == 3
+    assert dm.classes == [] and dm.train_set[0][1].item() == -1
+
+
+def test_missing_or_empty_folder_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"is not a folder.*\.png, \.jpg"):
+        scan_folder(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"no images in .*empty.*searched recursively"):
+        scan_folder(tmp_path / "empty")
+
+
+def test_augmentation_config(messy_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown augmentation.*hflip"):
+        ImageFolderDataModule(path=str(messy_folder), augment=["flip"])
+    with pytest.raises(ConfigError, match="unknown parameters"):
+        ImageFolderDataModule(path=str(messy_folder), augment=[{"name": "rotate", "angle": 3}])
+    dm = _datamodule(messy_folder, tmp_path, augment=["hflip", {"name": "rotate", "degrees": 5}])
+    torch.manual_seed(0)
+    draws = [dm.train_set[0][0] for _ in range(8)]
+    assert any(not torch.equal(draws[0], d) for d in draws[1:])  # training images vary
+    assert torch.equal(dm.val_set[0][0], dm.val_set[0][0])  # validation images do not
+
+
+def test_quality_report_and_clean_list(tmp_path: Path) -> None:
+    root = tmp_path / "shop"
+    root.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(10):
+        _picture(rng, (64, 64)).save(root / f"item{i}.png")
+    shutil.copy(root / "item0.png", root / "copy_of_item0.png")  # exact duplicate
+    Image.open(root / "item1.png").resize((96, 96)).save(root / "item1_big.jpg", quality=95)
+    Image.new("RGB", (64, 64), (5, 5, 5)).save(root / "dark.png")  # std 0 -> blank
+    dark = (np.random.default_rng(3).integers(0, 25, (64, 64, 3))).astype(np.uint8)
+    Image.fromarray(dark).save(root / "night.png")
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(root / "grey.png")
+    _picture(rng, (300, 40)).save(root / "banner.png")
+    _picture(rng, (16, 16)).save(root / "thumb.png")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    before = {p.name: p.read_bytes() for p in root.iterdir()}
+    out = tmp_path / "q"
+    result = run_script(
+        "-m", "genlab.data.quality", "clean", f"data.path={root}", f"hydra.run.dir={out}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    names = {k: sorted(Path(p).name for p in v) for k, v in report["flagged"].items()}
+    # The first of each group (in path order) is kept, the others flagged.
+    assert names["exact_duplicate"] == ["item0.png"]  # copy_of_item0.png sorts first
+    assert names["near_duplicate"] == ["item1_big.jpg"]
+    assert names["blank"] == ["dark.png", "grey.png"] and names["too_dark"] == ["night.png"]
+    assert names["extreme_aspect"] == ["banner.png"] and names["too_small"] == ["thumb.png"]
+    assert list(report["unreadable"]) == [str(root / "broken.jpg")]
+    clean = (out / "clean_files.txt").read_text().split()
+    assert sorted(clean) == sorted(["copy_of_item0.png"] + [f"item{i}.png" for i in range(1, 10)])
+    assert (out / "flagged.png").is_file() and (out / "sizes.png").is_file()
+    assert {p.name: p.read_bytes() for p in root.iterdir()} == before  # nothing touched
+    dm = ImageFolderDataModule(path=str(root), file_list=str(out / "clean_files.txt"))
+    dm.setup("fit")
+    assert len(dm.train_set) + len(dm.val_set) == 10 and not dm.skipped
+
+
+def test_train_on_an_image_folder(messy_folder: Path, tmp_path: Path) -> None:
+    from .conftest import tiny_overrides
+
+    result = run_script(
+        "train.py", *tiny_overrides("gan"), "data=image_folder", f"data.path={messy_folder}",
+        "data.image_size=32", "data.num_workers=0", "data.batch_size=4", "data.train_fraction=1",
+        "callbacks.fid.num_real=null", "debug=limit", f"hydra.run.dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
+    assert "val/fid" in header and "train/d_loss" in header
+    assert (tmp_path / "run" / "data_report.json").is_file()
