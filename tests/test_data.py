@@ -113,3 +113,21 @@ def test_bad_options_are_named() -> None:
         MNISTDataModule(dataset="cifar")
     with pytest.raises(ValueError, match="train_fraction"):
         MNISTDataModule(train_fraction=0)
+
+
+def test_cifar10_offline_is_one_clear_error(tmp_path: Path) -> None:
+    dm = MNISTDataModule(data_dir=str(tmp_path), dataset="cifar10", download=False)
+    with pytest.raises(DataError, match=r"cifar10 is not in .*download is disabled"):
+        dm.prepare_data()
+
+
+def test_mnist_augment_list_applies_to_training_only() -> None:
+    dm = MNISTDataModule(
+        data_dir=str(SHIPPED), augment=["shift", {"name": "rotate", "degrees": 15}]
+    )
+    dm.setup("fit")
+    torch.manual_seed(0)
+    draws = [dm.train_set[0][0] for _ in range(6)]
+    assert draws[0].shape == (1, 28, 28) and draws[0].min() >= 0 and draws[0].max() <= 1
+    assert any(not torch.equal(draws[0], d) for d in draws[1:])
+    assert torch.equal(dm.val_set[0][0], dm.val_set[0][0])

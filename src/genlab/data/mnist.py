@@ -1,6 +1,7 @@
-"""MNIST and its look-alikes (Fashion-MNIST, KMNIST) as a LightningDataModule.
+"""MNIST, its look-alikes (Fashion-MNIST, KMNIST) and CIFAR-10 as a LightningDataModule.
 
     python train.py data=mnist data.batch_size=256 data.train_fraction=0.1
+    python train.py data=cifar10          # 32x32x3, downloaded by torchvision on first use
 
 torchvision reads the IDX files; the module then keeps the whole set as one float tensor in
 [0, 1] (NCHW), which is far faster on CPU than decoding a PIL image per sample. The repo ships
@@ -15,6 +16,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 
+from genlab.data.transforms import build_augmentation
 from genlab.errors import ConfigError, DataError
 
 # config name -> torchvision class (its name is also the folder under data_dir)
@@ -31,6 +34,28 @@ DATASETS: dict[str, type[datasets.MNIST]] = {
     "fashion_mnist": datasets.FashionMNIST,
     "kmnist": datasets.KMNIST,
 }
+# Other torchvision sets that keep uint8 HWC arrays in ``.data`` (no IDX files to prepare).
+ARRAY_DATASETS = {"cifar10": datasets.CIFAR10}
+
+
+def load_array_dataset(
+    name: str, data_dir: str | Path, train: bool, download: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images ``[N, C, H, W]`` and labels of a torchvision set such as CIFAR-10."""
+    try:
+        raw = ARRAY_DATASETS[name](str(data_dir), train=train, download=download)
+    except (RuntimeError, OSError) as e:  # missing/corrupt files, or the download failed
+        reason = (
+            f"could not be downloaded ({str(e).splitlines()[0]})"
+            if download
+            else "download is disabled (data.download=false)"
+        )
+        raise DataError(
+            f"{name} is not in {Path(data_dir).resolve()} and {reason}. Download it on a machine "
+            f"with internet (torchvision.datasets.CIFAR10(root, download=True)) and copy the "
+            f"folder it makes into data.data_dir."
+        ) from e
+    return torch.from_numpy(raw.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(raw.targets)
 
 
 def raw_file_names(dataset_cls: type[datasets.MNIST]) -> list[str]:
@@ -119,9 +144,10 @@ class ImageTensorDataset(Dataset):
         channels: int = 1,
         shift: int = 0,
         binarize: bool = False,
+        transform=None,
     ) -> None:
         self.images, self.labels, self.channels, self.shift = images, labels, channels, shift
-        self.binarize = binarize
+        self.binarize, self.transform = binarize, transform
 
     def __len__(self) -> int:
         return len(self.images)
@@ -138,6 +164,8 @@ class ImageTensorDataset(Dataset):
             image = F.pad(image, (s, s, s, s))[
                 :, s + dy : s + dy + image.shape[1], s + dx : s + dx + image.shape[2]
             ]
+        if self.transform is not None:
+            image = self.transform(image).clamp_(0, 1)
         return image, self.labels[i]
 
 
@@ -166,15 +194,16 @@ class MNISTDataModule(pl.LightningDataModule):
         val_size: int = 5000,
         image_size: int = 28,
         channels: int = 1,
-        augment: bool = False,
+        augment: bool | Sequence[str | dict] = False,
         split_seed: int = 42,
         download: bool = True,
         binarize: bool = False,
     ) -> None:
         super().__init__()
-        if dataset not in DATASETS:
+        if dataset not in DATASETS and dataset not in ARRAY_DATASETS:
             raise ConfigError(
-                f"data.dataset={dataset!r} is unknown: choose one of {sorted(DATASETS)}."
+                f"data.dataset={dataset!r} is unknown: choose one of "
+                f"{sorted([*DATASETS, *ARRAY_DATASETS])}."
             )
         if not 0.0 < train_fraction <= 1.0:
             raise ConfigError(f"data.train_fraction={train_fraction} must be in (0, 1].")
@@ -186,24 +215,38 @@ class MNISTDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.train_fraction, self.val_size, self.split_seed = train_fraction, val_size, split_seed
         self.image_size, self.channels = image_size, channels
-        self.augment, self.download, self.binarize = augment, download, binarize
+        self.download, self.binarize = download, binarize
+        # true: the classic +-2 px shifts (fast path); a list: genlab.data.transforms names.
+        self.shift = 2 if augment is True else 0
+        self.transform = (
+            None if isinstance(augment, bool) else build_augmentation(augment, image_size)
+        )
         self.train_set = self.val_set = self.test_set = None
 
     def prepare_data(self) -> None:
-        ensure_raw_files(self.data_dir, self.dataset, self.download)
+        if self.dataset in ARRAY_DATASETS:
+            load_array_dataset(self.dataset, self.data_dir, True, self.download)
+        else:
+            ensure_raw_files(self.data_dir, self.dataset, self.download)
 
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 images ``[N, 1, image_size, image_size]`` and labels: a quarter of float32's
+        """uint8 images ``[N, C, image_size, image_size]`` and labels: a quarter of float32's
         memory, converted per item."""
-        ensure_raw_files(self.data_dir, self.dataset, self.download)  # no-op once prepared
-        raw = DATASETS[self.dataset](str(self.data_dir), train=train, download=False)
-        images = raw.data.unsqueeze(1)
+        if self.dataset in ARRAY_DATASETS:
+            images, labels = load_array_dataset(self.dataset, self.data_dir, train, self.download)
+        else:
+            ensure_raw_files(self.data_dir, self.dataset, self.download)  # no-op once prepared
+            raw = DATASETS[self.dataset](str(self.data_dir), train=train, download=False)
+            images, labels = raw.data.unsqueeze(1), raw.targets
+        if images.shape[1] == 3 and self.channels == 1:  # colour set asked for in grey
+            images = images.float().mul(torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1))
+            images = images.sum(1, keepdim=True).round_().to(torch.uint8)
         if self.image_size != images.shape[-1]:
             resized = F.interpolate(
                 images.float(), size=self.image_size, mode="bilinear", antialias=True
             )
             images = resized.round_().clamp_(0, 255).to(torch.uint8)
-        return images, raw.targets
+        return images, labels
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:
@@ -213,9 +256,13 @@ class MNISTDataModule(pl.LightningDataModule):
             )
             val_idx, train_idx = order[: self.val_size], order[self.val_size :]
             train_idx = train_idx[: max(1, round(self.train_fraction * len(train_idx)))]
-            shift = 2 if self.augment else 0
             self.train_set = ImageTensorDataset(
-                images[train_idx], labels[train_idx], self.channels, shift, self.binarize
+                images[train_idx],
+                labels[train_idx],
+                self.channels,
+                self.shift,
+                self.binarize,
+                self.transform,
             )
             self.val_set = ImageTensorDataset(
                 self._fixed_binary(images[val_idx], 1), labels[val_idx], self.channels
