@@ -187,3 +187,16 @@ def test_train_on_an_image_folder(messy_folder: Path, tmp_path: Path) -> None:
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert "val/fid" in header and "train/d_loss" in header
     assert (tmp_path / "run" / "data_report.json").is_file()
+
+
+def test_image_folder_cli_errors_are_one_line(tmp_path: Path) -> None:
+    cases = {
+        ("train.py", "data=image_folder"): "data.path must be set",
+        ("train.py", "data=image_folder", f"data.path={tmp_path / 'nope'}"): "is not a folder",
+        ("-m", "genlab.data.quality", "report"): "data.path must be set",
+    }
+    for args, message in cases.items():
+        result = run_script(*args, f"hydra.run.dir={tmp_path / 'run'}")
+        assert result.returncode == 1, result.stderr[-2000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("genlab: error:") and message in last, last

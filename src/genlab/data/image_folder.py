@@ -190,6 +190,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if cache and not cache_dir:
             raise ConfigError("data.cache=true needs data.cache_dir (default ${paths.cache_dir}).")
         self.path, self.image_size, self.channels = Path(path).expanduser(), image_size, channels
+        if not self.path.is_dir():  # fail at start-up, not after the trainer is built
+            scan_folder(self.path)
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.val_fraction, self.train_fraction, self.split_seed = (

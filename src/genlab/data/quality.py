@@ -35,6 +35,7 @@ from torchvision.utils import save_image
 from genlab.data.image_folder import BadImage, open_image, resize_crop, scan_folder
 from genlab.errors import ConfigError
 from genlab.utils.cli import exit_on_user_error
+from genlab.utils.config import check_required
 from genlab.utils.resolvers import project_root
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ def _size_histograms(sizes: list[tuple[int, int]], out: Path) -> None:
 def run(cfg: DictConfig, command: str) -> dict:
     if command not in COMMANDS:
         raise ConfigError(f"unknown command {command!r}: use one of {COMMANDS}.")
+    check_required(cfg)
     root = Path(cfg.data.path).expanduser()
     files = scan_folder(root)
     report = analyse(files, cfg)

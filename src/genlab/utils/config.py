@@ -45,12 +45,21 @@ def validate(cfg: DictConfig) -> None:
     for key in ("model", "data", "trainer"):
         if key not in cfg:
             raise ConfigError(f"the config has no '{key}' group: pass {key}=<choice>.")
+    check_required(cfg)
     if cfg.model.get("monitor_mode") not in ("min", "max"):
         raise ConfigError(
             f"model.monitor_mode={cfg.model.get('monitor_mode')!r}: choose 'min' or 'max'."
         )
     check_accelerator(cfg.trainer)
     check_wandb_login(cfg.get("logger"))
+
+
+def check_required(cfg: DictConfig) -> None:
+    """Values marked ``???`` (e.g. ``data.path`` of data=image_folder) must be given."""
+    missing = [k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra")]
+    if missing:
+        given = " ".join(f"{k}=..." for k in missing)
+        raise ConfigError(f"{', '.join(missing)} must be set: add {given} to the command.")
 
 
 def check_wandb_login(logger_cfg: DictConfig | None) -> None:
