@@ -175,7 +175,31 @@ def test_quality_report_and_clean_list(tmp_path: Path) -> None:
     assert len(dm.train_set) + len(dm.val_set) == 10 and not dm.skipped
 
 
-def test_train_on_an_image_folder(messy_folder: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("image_size", [28, 32, 64, 128, 256])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_size_and_channel_count(
+    messy_folder: Path, tmp_path: Path, image_size: int, channels: int
+) -> None:
+    dm = _datamodule(messy_folder, tmp_path, image_size=image_size, channels=channels)
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, channels, image_size, image_size)
+    assert x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1 and x.std() > 0.05
+
+
+@pytest.mark.parametrize("model", ["gan", "vae"])
+def test_models_train_on_an_image_folder_at_64px(make_cfg, messy_folder: Path, model: str) -> None:
+    from genlab.train import run
+
+    cfg = make_cfg(
+        f"model={model}", "data=image_folder", f"data.path={messy_folder}", "data.image_size=64",
+        "data.num_workers=0", "data.persistent_workers=false", "data.batch_size=4",
+        "data.train_fraction=1", "debug=fast",
+    )  # fmt: skip
+    assert run(cfg) is not None
+    assert (Path(cfg.paths.output_dir) / "data_report.json").is_file()
+
+
+def test_train_cli_on_an_image_folder(messy_folder: Path, tmp_path: Path) -> None:
     from .conftest import tiny_overrides
 
     result = run_script(
@@ -187,6 +211,7 @@ def test_train_on_an_image_folder(messy_folder: Path, tmp_path: Path) -> None:
     header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert "val/fid" in header and "train/d_loss" in header
     assert (tmp_path / "run" / "data_report.json").is_file()
+    assert "skipped 4 of 34 files" in result.stdout + result.stderr
 
 
 def test_image_folder_cli_errors_are_one_line(tmp_path: Path) -> None:
