@@ -2,7 +2,8 @@
 
     python benchmarks/image_folder_loading.py --images 2000 --size 256 --image-size 64
 
-Writes ``--images`` JPEGs (``--size`` px, upscaled MNIST digits in colour) to a temporary folder,
+Writes ``--images`` JPEGs (``--size`` px, tinted MNIST digits, see
+``scripts/make_demo_image_folder.py``) to a temporary folder,
 then times one pass over the training split: decoding every JPEG per item, building the cache,
 and reading from the cache. Prints the times and the speed-up ratio; no asserts.
 """
@@ -10,31 +11,15 @@ and reading from the cache. Prints the times and the speed-up ratio; no asserts.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from genlab.data.image_folder import ImageFolderDataModule
-from genlab.data.mnist import MNISTDataModule
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_folder(path: Path, n: int, size: int) -> None:
-    dm = MNISTDataModule(data_dir=str(ROOT / "data"))
-    dm.prepare_data()
-    images, _ = dm._load(train=False)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        digit = images[i % len(images), 0].numpy()
-        colour = rng.integers(64, 256, 3)
-        rgb = (digit[..., None].astype(np.float32) / 255 * colour).astype(np.uint8)
-        Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC).save(
-            path / f"{i:06d}.jpg", quality=90
-        )
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from make_demo_image_folder import make_folder
 
 
 def epoch_seconds(dm: ImageFolderDataModule) -> float:

@@ -225,3 +225,29 @@ def test_image_folder_cli_errors_are_one_line(tmp_path: Path) -> None:
         assert result.returncode == 1, result.stderr[-2000:]
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith("genlab: error:") and message in last, last
+
+
+def test_quality_report_on_demo_folder_lists_exactly_the_seeded_problems(tmp_path: Path) -> None:
+    """Hundreds of similar digit images: no false duplicates, every seeded problem found."""
+    import sys
+
+    from hydra import compose, initialize_config_dir
+
+    from genlab.data.quality import analyse
+
+    from .conftest import CONF, ROOT
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from make_demo_image_folder import make_folder, seed_problems
+
+    root = tmp_path / "digits"
+    files = make_folder(root, 400, 64)
+    seeded = seed_problems(root, files, 64)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("quality", overrides=[f"data.path={root}", "paths.output_dir=unused"])
+    report = analyse(scan_folder(root), cfg)
+    assert sorted(report["unreadable"]) == sorted(seeded.pop("unreadable"))
+    for kind, paths in seeded.items():
+        assert sorted(report["flagged"][kind]) == sorted(paths), kind
+    assert report["counts"] == {k: len(v) for k, v in report["flagged"].items()}
+    assert sum(report["counts"].values()) == 8 and len(report["clean"]) == 400

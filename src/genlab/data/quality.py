@@ -11,7 +11,8 @@ flagged images, in the order of ``flagged.txt``) and ``sizes.png`` (histograms o
 and aspect ratios). ``clean`` also writes ``clean_files.txt``: every readable file that is not
 flagged, keeping the first file of each duplicate group. Categories: unreadable (with the
 reason), exact duplicates (same bytes), near duplicates (perceptual hash within
-``near_duplicate_distance`` of 64 bits), too small, too dark, blank (almost no pixel variance)
+``near_duplicate_distance`` of 64 bits, confirmed by 32x32 grey thumbnails that differ by at
+most ``near_duplicate_pixel_diff`` of their contrast), too small, too dark, blank (almost no pixel variance)
 and extreme aspect ratios.
 """
 
@@ -81,11 +82,18 @@ def near_duplicate_pairs(hashes: list[int | None], max_distance: int) -> list[tu
     return sorted(pairs)
 
 
+def thumbnail_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean |a - b| of two grey thumbnails relative to their contrast (mean pixel std): a
+    resized or re-encoded copy scores ~0.00, two different images of one layout (two thin
+    handwritten 1s on plain paper) ~0.1 or more even when few pixels differ."""
+    return float(np.abs(a - b).mean() / ((a.std() + b.std()) / 2 + 1e-6))
+
+
 def analyse(files: list[Path], cfg: DictConfig) -> dict:
     """Per-file checks and duplicate groups; returns the report as a plain dict."""
     unreadable: dict[str, str] = {}
     ok: list[Path] = []
-    sizes, digests, phashes = [], [], []
+    sizes, digests, phashes, thumbs = [], [], [], []
     flags: dict[str, list[str]] = {name: [] for name in FLAGS}
     for path in files:
         try:
@@ -102,6 +110,7 @@ def analyse(files: list[Path], cfg: DictConfig) -> dict:
         blank = pixels.reshape(-1, 3).std(axis=0).max() < cfg.blank_std
         # Blank images all hash alike: they are flagged as blank, not as each other's copies.
         phashes.append(None if blank else int(str(imagehash.phash(img)), 16))
+        thumbs.append(np.asarray(img.convert("L").resize((32, 32)), dtype=np.float32))
         if min(w, h) < cfg.min_size:
             flags["too_small"].append(str(path))
         if blank:
@@ -115,11 +124,15 @@ def analyse(files: list[Path], cfg: DictConfig) -> dict:
         by_digest[d].append(i)
     exact = sorted(g for g in by_digest.values() if len(g) > 1)
     exact_pairs = [(g[0], j) for g in exact for j in g[1:]]
-    near = [
-        g
-        for g in _groups(near_duplicate_pairs(phashes, cfg.near_duplicate_distance), len(ok))
-        if len({digests[i] for i in g}) > 1  # not only byte-identical copies
+    # The hash finds candidates; the pixels confirm them. A 64-bit hash is coarse: different
+    # images of a similar layout (two handwritten 1s) can hash alike.
+    candidates = near_duplicate_pairs(phashes, cfg.near_duplicate_distance)
+    confirmed = [
+        (i, j)
+        for i, j in candidates
+        if thumbnail_difference(thumbs[i], thumbs[j]) <= cfg.near_duplicate_pixel_diff
     ]
+    near = [g for g in _groups(confirmed, len(ok)) if len({digests[i] for i in g}) > 1]
     # Keep the first file of each group (exact or near); flag the others.
     for g in _groups(exact_pairs, len(ok)):
         flags["exact_duplicate"] += [str(ok[i]) for i in g[1:]]
