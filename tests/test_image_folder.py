@@ -251,3 +251,20 @@ def test_quality_report_on_demo_folder_lists_exactly_the_seeded_problems(tmp_pat
         assert sorted(report["flagged"][kind]) == sorted(paths), kind
     assert report["counts"] == {k: len(v) for k, v in report["flagged"].items()}
     assert sum(report["counts"].values()) == 8 and len(report["clean"]) == 400
+
+
+def test_image_size_follows_the_folder(messy_folder: Path, tmp_path: Path, make_cfg) -> None:
+    from genlab.data.image_folder import infer_image_size
+
+    assert infer_image_size(messy_folder) == 32  # 48x40 pictures: shorter side 40
+    big = tmp_path / "big"
+    big.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(5):
+        _picture(rng, (160, 130)).save(big / f"{i}.jpg")
+    cfg = make_cfg("data=image_folder", f"data.path={big}")
+    assert cfg.data.image_size == 128 and cfg.model.generator.image_size == 128
+    assert (
+        make_cfg("data=image_folder", f"data.path={big}", "data.image_size=64").data.image_size
+        == 64
+    )

@@ -39,6 +39,7 @@ from genlab.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 SPLIT_DIRS = ("train", "val")
+NET_SIZES = (28, 32, 64, 128, 256)  # sizes genlab.nets.conv builds
 
 
 class BadImage(Exception):
@@ -73,6 +74,26 @@ def scan_folder(root: str | Path, file_list: str | Path | None = None) -> list[P
             f"searched recursively for {', '.join(IMAGE_EXTENSIONS)} (any case)."
         )
     return files
+
+
+def infer_image_size(root: str | Path, sample: int = 200) -> int:
+    """``data.image_size: auto``: the largest net size (28, 32, 64, 128, 256) not above the
+    median shorter side of up to ``sample`` images spread over the folder (headers only).
+    A missing or empty folder gives 64: the data module then reports the folder itself."""
+    try:
+        files = scan_folder(root)
+    except DataError:
+        return 64
+    picked = files[:: max(1, len(files) // sample)][:sample]
+    sides = []
+    for path in picked:
+        try:
+            with Image.open(path) as img:
+                sides.append(min(img.size))
+        except (OSError, UnidentifiedImageError):
+            continue  # reported by the data module; irrelevant to the size
+    median = float(np.median(sides)) if sides else 0.0
+    return max([s for s in NET_SIZES if s <= median], default=NET_SIZES[0])
 
 
 def open_image(path: Path, channels: int, min_size: int = 8) -> Image.Image:
@@ -192,6 +213,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.path, self.image_size, self.channels = Path(path).expanduser(), image_size, channels
         if not self.path.is_dir():  # fail at start-up, not after the trainer is built
             scan_folder(self.path)
+        # More decoding workers than cores only adds contention (and a torch warning).
+        num_workers = min(num_workers, os.cpu_count() or 1)
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.val_fraction, self.train_fraction, self.split_seed = (

@@ -54,9 +54,25 @@ def validate(cfg: DictConfig) -> None:
     check_wandb_login(cfg.get("logger"))
 
 
+def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is ``???``, found without resolving interpolations (a value
+    such as ``${image_size_of:${data.path}}`` would fail to resolve while data.path is ???)."""
+    keys = []
+    for key in node:
+        if OmegaConf.is_interpolation(node, key):
+            continue
+        if OmegaConf.is_missing(node, key):
+            keys.append(f"{prefix}{key}")
+        else:
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                keys += _missing_keys(child, f"{prefix}{key}.")
+    return keys
+
+
 def check_required(cfg: DictConfig) -> None:
     """Values marked ``???`` (e.g. ``data.path`` of data=image_folder) must be given."""
-    missing = [k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra")]
+    missing = [k for k in _missing_keys(cfg) if not k.startswith("hydra")]
     if missing:
         given = " ".join(f"{k}=..." for k in missing)
         raise ConfigError(f"{', '.join(missing)} must be set: add {given} to the command.")

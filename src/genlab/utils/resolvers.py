@@ -19,8 +19,20 @@ def project_root() -> str:
     return os.getcwd()
 
 
+def image_size_of(path: str) -> int:
+    """``${image_size_of:${data.path}}``: the net size that suits an image folder."""
+    from genlab.data.image_folder import infer_image_size  # lazy: PIL only when asked
+
+    return infer_image_size(path)
+
+
 def _register() -> None:
-    for name, fn in {"project_root": project_root, "mul": lambda a, b: a * b}.items():
+    resolvers = {
+        "project_root": project_root,
+        "mul": lambda a, b: a * b,
+        "image_size_of": image_size_of,
+    }
+    for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
