@@ -164,6 +164,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             start = time.perf_counter()
             (test_results,) = trainer.test(model, datamodule=datamodule, verbose=False)
             info["model_metrics_seconds"] = round(time.perf_counter() - start, 2)
+            info["model_metrics_images"] = min(
+                len(datamodule.test_set), trainer.num_test_batches[0] * datamodule.batch_size
+            )
             results.update({k: float(v) for k, v in test_results.items()})
 
     _report(results, info, Path(cfg.paths.output_dir))
