@@ -1,21 +1,33 @@
 """GAN LightningModule with manual optimisation (DCGAN by default).
 
     python train.py model=gan                       # DCGAN on MNIST, non-saturating loss
+    python train.py model=wgan_gp                   # Wasserstein loss + gradient penalty
+    python train.py model=hinge_gan                 # hinge loss, spectral norm, EMA generator
     python train.py experiment=dcgan_mnist          # the tuned recipe
 
 The whole update is in ``training_step``: one discriminator step per batch, one generator step
 every ``n_critic`` batches. Images arrive in [0, 1]; the tanh generator works in [-1, 1], so the
-module converts at its boundary.
+module converts at its boundary. Stabilisers, each one switch: ``loss``, ``gradient_penalty``
+(WGAN-GP weight), ``r1_gamma`` / ``r1_every`` (lazy R1), ``spectral_norm`` (on every conv and
+linear layer of D), ``label_smoothing`` (one-sided, non-saturating loss only), ``ema_decay``
+(an exponential moving average of G's weights, used by ``generate``/``sample`` and saved in
+checkpoints), ``diffaugment`` (augment D's real and fake inputs), separate G/D learning rates
+(``d_optimizer``, TTUR), ``gradient_clip_val``, ``scheduler``.
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as add_spectral_norm
 
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory
+from genlab.models.diffaugment import check_policy, diff_augment
 from genlab.models.losses import GAN_LOSSES
+from genlab.models.penalties import gradient_penalty, r1_penalty
 
 
 class GAN(GenerativeModel):
@@ -26,12 +38,19 @@ class GAN(GenerativeModel):
         optimizer: OptimizerFactory,
         d_optimizer: OptimizerFactory | None = None,
         latent_dim: int = 64,
-        loss: str = "nonsaturating",
+        loss: str = "non_saturating",
         n_critic: int = 1,
         scheduler: SchedulerFactory | None = None,
         gradient_clip_val: float | None = None,
         monitor: str = "val/fid",
         monitor_mode: str = "min",
+        gradient_penalty: float = 0.0,
+        r1_gamma: float = 0.0,
+        r1_every: int = 16,
+        spectral_norm: bool = False,
+        label_smoothing: float = 0.0,
+        ema_decay: float | None = None,
+        diffaugment: list[str] | tuple[str, ...] = (),
     ) -> None:
         super().__init__(latent_dim, monitor, monitor_mode, scheduler, gradient_clip_val)
         if loss not in GAN_LOSSES:
@@ -40,12 +59,28 @@ class GAN(GenerativeModel):
             )
         if n_critic < 1:
             raise ConfigError(f"model.n_critic={n_critic} must be >= 1.")
+        if label_smoothing and GAN_LOSSES[loss][0] is not GAN_LOSSES["non_saturating"][0]:
+            raise ConfigError(f"model.label_smoothing works with loss=non_saturating, not {loss}.")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay={ema_decay} must be in (0, 1), e.g. 0.999.")
+        if spectral_norm:
+            for module in list(discriminator.modules()):
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    add_spectral_norm(module)
         self.generator = generator
         self.discriminator = discriminator
+        # A frozen copy whose weights trail G's: smoother samples, the one sample()/eval use.
+        self.generator_ema = (
+            copy.deepcopy(generator).requires_grad_(False) if ema_decay is not None else None
+        )
+        self.ema_decay = ema_decay
         self.optimizer_factory = optimizer
         self.d_optimizer_factory = d_optimizer or optimizer
         self.d_loss_fn, self.g_loss_fn = GAN_LOSSES[loss]
+        self.d_loss_kwargs = {"label_smoothing": label_smoothing} if label_smoothing else {}
         self.n_critic = n_critic
+        self.gp_weight, self.r1_gamma, self.r1_every = gradient_penalty, r1_gamma, r1_every
+        self.diffaugment = check_policy(diffaugment)
 
     def configure_optimizers(self):
         opt_g = self.optimizer_factory(self.generator.parameters())
@@ -54,7 +89,22 @@ class GAN(GenerativeModel):
 
     # --- sampling -----------------------------------------------------------------------------
     def generate(self, z: torch.Tensor) -> torch.Tensor:
-        return (self.generator(z) + 1) / 2  # tanh's [-1, 1] -> [0, 1]
+        generator = self.generator_ema if self.generator_ema is not None else self.generator
+        return (generator(z) + 1) / 2  # tanh's [-1, 1] -> [0, 1]
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * G; buffers (BatchNorm statistics) are copied."""
+        for ema, p in zip(
+            self.generator_ema.parameters(), self.generator.parameters(), strict=True
+        ):
+            ema.lerp_(p, 1.0 - self.ema_decay)
+        for ema, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
+            ema.copy_(b)
+
+    def d_input(self, images: torch.Tensor) -> torch.Tensor:
+        """What D sees: images in [-1, 1], DiffAugment-ed when enabled (real and fake alike)."""
+        return diff_augment(images, self.diffaugment) if self.diffaugment else images
 
     # --- training -----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> None:
@@ -68,19 +118,31 @@ class GAN(GenerativeModel):
 
         # Discriminator: real -> 1, fake -> 0. fake is detached: this step must not reach G.
         self.toggle_optimizer(opt_d)
-        real_logits = self.discriminator(real)
-        fake_logits = self.discriminator(fake.detach())
-        d_loss = self.d_loss_fn(real_logits, fake_logits)
+        real_in, fake_in = self.d_input(real), self.d_input(fake.detach())
+        real_logits = self.discriminator(real_in)
+        fake_logits = self.discriminator(fake_in)
+        d_loss = self.d_loss_fn(real_logits, fake_logits, **self.d_loss_kwargs)
+        self._log_discriminator("train", d_loss, real_logits, fake_logits)
+        if self.gp_weight:
+            gp = gradient_penalty(self.discriminator, real_in, fake_in, self.gp_weight)
+            self.log("train/gradient_penalty", gp)
+            d_loss = d_loss + gp
+        if self.r1_gamma and batch_idx % self.r1_every == 0:
+            # Lazy regularisation: every r1_every batches, scaled up to keep its average weight.
+            r1 = r1_penalty(self.discriminator, real_in, self.r1_gamma) * self.r1_every
+            self.log("train/r1_penalty", r1)
+            d_loss = d_loss + r1
         self.backward_and_step(d_loss, opt_d, "train/d_loss")
         self.untoggle_optimizer(opt_d)
-        self._log_discriminator("train", d_loss, real_logits, fake_logits)
 
         # Generator: every n_critic batches, through the freshly updated discriminator.
         if g_step:
             self.toggle_optimizer(opt_g)
-            g_loss = self.g_loss_fn(self.discriminator(fake))
+            g_loss = self.g_loss_fn(self.discriminator(self.d_input(fake)))
             self.backward_and_step(g_loss, opt_g, "train/g_loss")
             self.untoggle_optimizer(opt_g)
+            if self.generator_ema is not None:
+                self.update_ema()
             # on_epoch too: with n_critic > 1 the per-step value is logged only every few batches
             self.log("train/g_loss", g_loss, prog_bar=True, on_epoch=True)
 

@@ -9,9 +9,19 @@ import torch.nn.functional as F
 
 
 # --- GAN ----------------------------------------------------------------------------------------
-def nonsaturating_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """-log D(x) - log(1 - D(G(z))), written with softplus: -log sigmoid(t) = softplus(-t)."""
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+# Each loss is a pair (d_loss(real_logits, fake_logits), g_loss(fake_logits)); "logits" are the
+# discriminator's raw outputs (a critic's scores for the Wasserstein loss).
+def nonsaturating_d_loss(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """-log D(x) - log(1 - D(G(z))), written with softplus: -log sigmoid(t) = softplus(-t).
+    ``label_smoothing`` s uses target 1 - s for real images (one-sided; Salimans et al., 2016)."""
+    if label_smoothing:
+        targets = torch.full_like(real_logits, 1.0 - label_smoothing)
+        real_term = F.binary_cross_entropy_with_logits(real_logits, targets)
+    else:
+        real_term = F.softplus(-real_logits).mean()
+    return real_term + F.softplus(fake_logits).mean()
 
 
 def nonsaturating_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -19,7 +29,41 @@ def nonsaturating_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_logits).mean()
 
 
-GAN_LOSSES = {"nonsaturating": (nonsaturating_d_loss, nonsaturating_g_loss)}
+def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """max(0, 1 - D(x)) + max(0, 1 + D(G(z))) (Lim & Ye, 2017; SNGAN, BigGAN)."""
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    return -fake_logits.mean()
+
+
+def wasserstein_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Critic loss E[D(G(z))] - E[D(x)] (Arjovsky et al., 2017); needs a Lipschitz constraint:
+    the gradient penalty (``model.gradient_penalty``) or spectral normalisation."""
+    return fake_logits.mean() - real_logits.mean()
+
+
+def wasserstein_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    return -fake_logits.mean()
+
+
+def least_squares_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """LSGAN (Mao et al., 2017), targets 1 (real) and 0 (fake), halved as in the paper."""
+    return 0.5 * ((real_logits - 1).pow(2).mean() + fake_logits.pow(2).mean())
+
+
+def least_squares_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (fake_logits - 1).pow(2).mean()
+
+
+GAN_LOSSES = {
+    "non_saturating": (nonsaturating_d_loss, nonsaturating_g_loss),
+    "hinge": (hinge_d_loss, hinge_g_loss),
+    "wasserstein": (wasserstein_d_loss, wasserstein_g_loss),
+    "least_squares": (least_squares_d_loss, least_squares_g_loss),
+}
+GAN_LOSSES["nonsaturating"] = GAN_LOSSES["non_saturating"]  # the foundation's spelling
 
 
 # --- VAE ----------------------------------------------------------------------------------------

@@ -37,9 +37,11 @@ def _stages(image_size: int) -> tuple[int, int]:
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
+    if kind == "layer":  # per-sample statistics: what a gradient-penalised critic needs
+        return nn.GroupNorm(1, channels)
     if kind == "none":
         return nn.Identity()
-    raise ConfigError(f"norm={kind!r} is not supported: choose 'batch' or 'none'.")
+    raise ConfigError(f"norm={kind!r} is not supported: choose 'batch', 'layer' or 'none'.")
 
 
 class ConvDecoder(nn.Module):
