@@ -128,3 +128,41 @@ def test_bad_gan_switches_are_config_errors(make_cfg) -> None:
         _model(make_cfg, "model=hinge_gan", "model.label_smoothing=0.1")
     with pytest.raises(Exception, match="ema_decay"):
         _model(make_cfg, "model=gan", "model.ema_decay=1.5")
+
+
+def test_kl_schedules_and_free_bits(make_cfg) -> None:
+    import csv
+    from pathlib import Path
+
+    from genlab.train import run
+
+    for schedule, warmup in (("linear", 1), ("cyclical", 0.5)):
+        cfg = make_cfg("model=vae", f"model.kl_schedule={schedule}",
+                       f"model.kl_warmup_epochs={warmup}", "model.beta=2", "debug=limit")  # fmt: skip
+        run(cfg)
+        text = (Path(cfg.paths.output_dir) / "metrics.csv").read_text().splitlines()
+        rows = list(csv.DictReader(text))
+        weights = [float(r["train/kl_weight"]) for r in rows if r.get("train/kl_weight")]
+        assert weights[0] == 0.0 and max(weights) <= 2.0
+        if schedule == "linear":  # ramps over epoch 0, then stays at beta
+            assert weights[:5] == sorted(weights[:5]) and weights[5:] == [2.0] * 5
+        else:  # 1-epoch cycles: the ramp starts again in epoch 1
+            assert weights[5] == 0.0 and weights[3] == 2.0
+    vae = _model(make_cfg, "model=vae", "model.free_bits=0.5", "model.latent_dim=4")
+    mu, logvar = torch.zeros(3, 4), torch.zeros(3, 4)  # KL 0 in every dimension
+    assert vae.kl_penalty(mu, logvar).item() == pytest.approx(4 * 0.5)
+    with pytest.raises(Exception, match="kl_warmup_epochs > 0"):
+        _model(make_cfg, "model=vae", "model.kl_schedule=linear")
+
+
+def test_latent_interpolation(make_cfg) -> None:
+    from genlab.sample import interpolate, slerp
+
+    a, b = torch.randn(1, 3, 8), torch.randn(1, 3, 8)
+    path = slerp(a, b, torch.linspace(0, 1, 5))
+    torch.testing.assert_close(path[0], a[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(path[-1], b[0], atol=1e-5, rtol=0)
+    vae = _model(make_cfg, "model=vae").eval()
+    walks = interpolate(vae, rows=3, steps=5, seed=0)
+    assert walks.shape == (15, 1, 28, 28) and walks.min() >= 0 and walks.max() <= 1
+    torch.testing.assert_close(walks, interpolate(vae, rows=3, steps=5, seed=0))

@@ -4,6 +4,10 @@
 
 The suffix of ``out`` picks the format: ``.npy`` (float32 [n, C, H, W] in [0, 1]), ``.pt``
 (the same tensor) or ``.png`` (one grid). The model class comes from the checkpoint.
+
+    python sample.py ckpt_path=... mode=interpolate n=8 steps=10 out=walks.png
+
+draws ``n`` rows of ``steps`` images along spherical paths between random latents.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from genlab.utils.checkpoint import load_model
 
 log = logging.getLogger(__name__)
 FORMATS = (".npy", ".pt", ".png")
+MODES = ("samples", "interpolate")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -49,26 +54,50 @@ def draw(model, n: int, seed: int, batch_size: int) -> torch.Tensor:
     return torch.cat(list(iter_samples(model, n, seed, batch_size)))
 
 
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation, rows of ``a`` to rows of ``b`` at fractions ``t``: Gaussian
+    latents live near a sphere, and a straight line between two of them cuts through its
+    low-density interior (White, 2016)."""
+    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    t = t.view(-1, 1, 1)  # [steps, 1, 1] against [1, rows, D]
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+@torch.no_grad()
+def interpolate(model, rows: int, steps: int, seed: int) -> torch.Tensor:
+    """``rows`` walks of ``steps`` images between pairs of seeded latents, row-major."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = (torch.randn(1, rows, model.latent_dim, generator=g) for _ in range(2))
+    z = slerp(a, b, torch.linspace(0, 1, steps)).transpose(0, 1).reshape(-1, model.latent_dim)
+    return model.generate(z.to(model.device)).clamp(0, 1).cpu()
+
+
 def run(cfg: DictConfig) -> Path:
     out = Path(cfg.out)
     if out.suffix not in FORMATS:
         raise ConfigError(f"out={out}: the suffix must be one of {FORMATS}.")
     if cfg.n < 1:
         raise ConfigError(f"n={cfg.n}: ask for at least one sample.")
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode={cfg.mode}: choose one of {MODES}.")
     device = resolve_device(str(cfg.device))
     model, _ = load_model(cfg.ckpt_path, map_location=device)
     start = time.perf_counter()
-    samples = draw(model, cfg.n, cfg.seed, cfg.batch_size)
+    if cfg.mode == "interpolate":
+        samples, nrow = interpolate(model, cfg.n, cfg.steps, cfg.seed), cfg.steps
+    else:
+        samples, nrow = draw(model, cfg.n, cfg.seed, cfg.batch_size), max(1, int(cfg.n**0.5))
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         np.save(out, samples.numpy().astype(np.float32))
     elif out.suffix == ".pt":
         torch.save(samples, out)
     else:
-        save_image(samples, out, nrow=max(1, int(cfg.n**0.5)))
+        save_image(samples, out, nrow=nrow)
     log.info(
         "wrote %d samples %s in [%.3f, %.3f] to %s (%.1fs on %s)",
-        cfg.n,
+        len(samples),
         tuple(samples.shape),
         samples.min(),
         samples.max(),

@@ -28,6 +28,9 @@ from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFacto
 from genlab.models.losses import bernoulli_log_likelihood, gaussian_kl, gaussian_log_likelihood
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+# KL weight over training: constant beta; linear warm-up 0 -> beta over kl_warmup_epochs;
+# cyclical (Fu et al., 2019): repeated ramps, each cycle 2 * kl_warmup_epochs long.
+KL_SCHEDULES = ("constant", "linear", "cyclical")
 
 
 class VAE(GenerativeModel):
@@ -46,15 +49,27 @@ class VAE(GenerativeModel):
         monitor_mode: str = "max",
         iwae_samples_val: int = 10,
         iwae_samples_test: int = 50,
+        kl_schedule: str = "constant",
+        kl_warmup_epochs: float = 0.0,
+        free_bits: float = 0.0,
     ) -> None:
         super().__init__(latent_dim, monitor, monitor_mode, scheduler, gradient_clip_val)
         if likelihood not in LIKELIHOODS:
             raise ConfigError(f"model.likelihood={likelihood!r}: choose one of {LIKELIHOODS}.")
+        if kl_schedule not in KL_SCHEDULES:
+            raise ConfigError(f"model.kl_schedule={kl_schedule!r}: choose one of {KL_SCHEDULES}.")
+        if kl_schedule != "constant" and kl_warmup_epochs <= 0:
+            raise ConfigError(f"model.kl_schedule={kl_schedule} needs model.kl_warmup_epochs > 0.")
         self.encoder = encoder
         self.decoder = decoder
         self.optimizer_factory = optimizer
         self.likelihood = likelihood
         self.beta = beta
+        self.kl_schedule, self.kl_warmup_epochs, self.free_bits = (
+            kl_schedule,
+            kl_warmup_epochs,
+            free_bits,
+        )
         # Importance samples per image for the likelihood bound; 0 switches it off.
         self.iwae_samples = {"val": iwae_samples_val, "test": iwae_samples_test}
         if likelihood == "gaussian":
@@ -102,11 +117,14 @@ class VAE(GenerativeModel):
             return bernoulli_log_likelihood(out, x)
         return gaussian_log_likelihood(torch.sigmoid(out), self.log_sigma, x)
 
-    def elbo_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One-sample estimate of (log p(x|z), KL(q(z|x) || p(z))) per image, in nats."""
+    def elbo_terms(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One-sample estimate of (log p(x|z), KL(q(z|x) || p(z))) per image, in nats, and the
+        posterior parameters (mu, logvar)."""
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # reparameterisation
-        return self.log_likelihood(self.decoder(z), x), gaussian_kl(mu, logvar)
+        return self.log_likelihood(self.decoder(z), x), gaussian_kl(mu, logvar), (mu, logvar)
 
     @torch.no_grad()
     def iwae_bound(self, x: torch.Tensor, k: int, max_batch: int = 8192) -> torch.Tensor:
@@ -128,9 +146,31 @@ class VAE(GenerativeModel):
             log_w.append(log_p_x + log_p_z - log_q)
         return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
 
-    def _step(self, x: torch.Tensor, stage: str) -> torch.Tensor:
-        log_px, kl = self.elbo_terms(x)
-        loss = -(log_px - self.beta * kl).mean()
+    def kl_weight(self, batch_idx: int = 0) -> float:
+        """The KL weight of the training loss now (beta times the schedule's factor)."""
+        if self.kl_schedule == "constant":
+            return self.beta
+        batches = max(1, self.trainer.num_training_batches) if self._trainer else 1
+        progress = self.current_epoch + batch_idx / batches  # in epochs
+        if self.kl_schedule == "cyclical":
+            progress = progress % (2 * self.kl_warmup_epochs)
+        return self.beta * min(1.0, progress / self.kl_warmup_epochs)
+
+    def kl_penalty(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """The KL term of the loss. With free bits (Kingma et al., 2016) each latent dimension's
+        batch-mean KL below ``free_bits`` nats costs nothing, so no dimension is pushed to
+        collapse onto the prior."""
+        kl_dims = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)  # [N, D]
+        if self.free_bits:
+            return kl_dims.mean(0).clamp(min=self.free_bits).sum()
+        return kl_dims.sum(1).mean()
+
+    def _step(self, x: torch.Tensor, stage: str, batch_idx: int = 0) -> torch.Tensor:
+        log_px, kl, (mu, logvar) = self.elbo_terms(x)
+        weight = self.kl_weight(batch_idx) if stage == "train" else self.beta
+        loss = -log_px.mean() + weight * self.kl_penalty(mu, logvar)
+        if stage == "train" and self.kl_schedule != "constant":
+            self.log("train/kl_weight", weight)
         # Training: per-step values. Validation/test: epoch means, averaged over DDP ranks.
         opts = {"on_epoch": stage != "train", "sync_dist": stage != "train"}
         self.log(f"{stage}/elbo", (log_px - kl).mean(), prog_bar=True, **opts)
@@ -141,7 +181,7 @@ class VAE(GenerativeModel):
         return loss
 
     def training_step(self, batch, batch_idx: int) -> None:
-        loss = self._step(batch[0], "train")
+        loss = self._step(batch[0], "train", batch_idx)
         self.backward_and_step(loss, self.optimizers(), "train/loss")
 
     def _evaluate(self, x: torch.Tensor, stage: str) -> None:
