@@ -38,6 +38,12 @@ TINY_NETS = {
         "model.latent_dim=4",
         "model.iwae_samples_test=20",
     ],
+    "vaegan": [
+        "model.encoder.width=8",
+        "model.decoder.width=8",
+        "model.discriminator.width=8",
+        "model.latent_dim=4",
+    ],
 }
 
 
@@ -55,7 +61,8 @@ def _offline_wandb(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def tiny_overrides(model: str = "gan") -> list[str]:
-    family = "vae" if "vae" in model else "gan"  # wgan_gp, hinge_gan, ... share the GAN nets
+    # wgan_gp, hinge_gan, ... share the GAN nets; beta_vae the VAE's
+    family = "vaegan" if model == "vaegan" else "vae" if "vae" in model else "gan"
     return [f"model={model}", *TINY, *TINY_NETS[family]]
 
 

@@ -111,9 +111,9 @@ def test_diffaugment_is_differentiable_and_checked() -> None:
         check_policy(["translate"])
 
 
-@pytest.mark.parametrize("model", ["gan", "wgan_gp", "hinge_gan", "lsgan"])
+@pytest.mark.parametrize("model", ["gan", "wgan_gp", "hinge_gan", "lsgan", "beta_vae", "vaegan"])
 @pytest.mark.parametrize("image_size", [28, 64])
-def test_every_gan_config_runs(make_cfg, model: str, image_size: int) -> None:
+def test_every_model_config_runs(make_cfg, model: str, image_size: int) -> None:
     from genlab.train import run
 
     overrides = [f"model={model}", f"data.image_size={image_size}", "debug=fast"]

@@ -152,3 +152,31 @@ def test_non_finite_loss_stops_with_advice() -> None:
     opt = torch.optim.SGD(gan.parameters(), lr=0.1)
     with pytest.raises(FloatingPointError, match="diverged: lower the learning rate"):
         gan.backward_and_step(torch.tensor(float("nan")), opt, "train/d_loss")
+
+
+def test_vaegan_steps_its_three_optimizers_once_per_batch(digits: torch.Tensor) -> None:
+    from functools import partial
+
+    from genlab.models.vaegan import VAEGAN
+
+    pl.seed_everything(0)
+    model = VAEGAN(
+        encoder=ConvEncoder(out_features=8, width=8),
+        decoder=ConvDecoder(latent_dim=4, width=8),
+        discriminator=ConvEncoder(out_features=1, width=8),
+        optimizer=partial(torch.optim.Adam, lr=1e-3),
+        latent_dim=4,
+    )
+    nets = {n: [p.detach().clone() for p in getattr(model, n).parameters()]
+            for n in ("encoder", "decoder", "discriminator")}  # fmt: skip
+    trainer = fit(model, digits[:96], epochs=1)  # 3 batches
+    opts = [o.optimizer if hasattr(o, "optimizer") else o for o in trainer.optimizers]
+    assert [adam_steps(o) for o in opts] == [3, 3, 3]  # encoder, decoder, discriminator
+    for name, before in nets.items():
+        after = list(getattr(model, name).parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True)), name
+    x = digits[:4].unsqueeze(1) if digits.dim() == 3 else digits[:4]
+    model.eval()
+    assert model.reconstruct(x).shape == x.shape and model.sample(5).shape == (5, 1, 28, 28)
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (4, 4)

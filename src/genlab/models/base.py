@@ -93,6 +93,15 @@ class GenerativeModel(pl.LightningModule):
 
     def backward_and_step(self, loss: torch.Tensor, optimizer, name: str) -> None:
         """zero_grad -> backward -> (clip) -> step, after refusing a non-finite loss."""
+        self.check_finite(loss, name)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val)
+        optimizer.step()
+
+    def check_finite(self, loss: torch.Tensor, name: str) -> None:
+        """Stop with advice on a NaN/Inf loss, before it reaches the weights."""
         # One host sync per step: cheap on CPU; worth revisiting for GPU throughput.
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -101,8 +110,3 @@ class GenerativeModel(pl.LightningModule):
                 "(model.optimizer.lr=...), set model.gradient_clip_val=1.0, or check the input "
                 "data for NaNs. The last good checkpoint is in the run's checkpoints/ folder."
             )
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        if self.gradient_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val)
-        optimizer.step()

@@ -119,5 +119,9 @@ class ConvEncoder(nn.Module):
         layers += [nn.Flatten(), nn.Linear(ch * base * base, out_features)]
         self.net = nn.Sequential(*layers)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The flattened activations before the last linear layer (VAE-GAN's similarity)."""
+        return self.net[:-1](x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net[-1](self.features(x))

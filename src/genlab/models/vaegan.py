@@ -1,0 +1,149 @@
+"""VAE-GAN (Larsen et al., 2016): a VAE whose reconstruction error is measured in the feature
+space of a GAN discriminator, trained with three optimizers stepped by the module.
+
+    python train.py model=vaegan
+
+Per batch, with x real, x_rec = Dec(z ~ q(z|x)) and x_p = Dec(z ~ N(0, I)):
+- discriminator: non-saturating GAN loss, real x against both x_rec and x_p (fakes);
+- encoder: ``beta * KL(q(z|x) || p(z)) + L_feat``;
+- decoder: ``gamma * L_feat + L_adv`` (fool D with x_rec and x_p);
+where ``L_feat = 0.5 * ||D_l(x) - D_l(x_rec)||^2`` per image (a unit-variance Gaussian in the
+features ``D_l`` before D's last layer, summed over them) and ``gamma`` trades reconstruction
+fidelity against realism in the decoder (Larsen et al.'s weighting of content vs style).
+Images are [0, 1] at the boundary; the tanh decoder and D work in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.errors import ConfigError
+from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory
+from genlab.models.losses import gaussian_kl, nonsaturating_d_loss, nonsaturating_g_loss
+
+
+class VAEGAN(GenerativeModel):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        discriminator: nn.Module,
+        optimizer: OptimizerFactory,
+        d_optimizer: OptimizerFactory | None = None,
+        latent_dim: int = 32,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        scheduler: SchedulerFactory | None = None,
+        gradient_clip_val: float | None = None,
+        monitor: str = "val/fid",
+        monitor_mode: str = "min",
+    ) -> None:
+        super().__init__(latent_dim, monitor, monitor_mode, scheduler, gradient_clip_val)
+        if not hasattr(discriminator, "features"):
+            raise ConfigError(
+                "model.discriminator must expose features(x) (genlab.nets.conv.ConvEncoder does)."
+            )
+        self.encoder, self.decoder, self.discriminator = encoder, decoder, discriminator
+        self.optimizer_factory = optimizer
+        self.d_optimizer_factory = d_optimizer or optimizer
+        self.beta, self.gamma = beta, gamma
+
+    def configure_optimizers(self):
+        opt_e = self.optimizer_factory(self.encoder.parameters())
+        opt_g = self.optimizer_factory(self.decoder.parameters())
+        opt_d = self.d_optimizer_factory(self.discriminator.parameters())
+        return self._with_schedulers([opt_e, opt_g, opt_d])
+
+    # --- the VAE interface --------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images in [0, 1] -> posterior mean and log-variance."""
+        h = self.encoder(x * 2 - 1)
+        if h.shape[1] != 2 * self.latent_dim:
+            raise ConfigError(
+                f"encoder returns {h.shape[1]} features but 2 * latent_dim = {2 * self.latent_dim}"
+                " are needed: set the encoder's out_features to 2 * model.latent_dim."
+            )
+        mu, logvar = h.chunk(2, dim=1)
+        return mu, logvar
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        return (self.decoder(z) + 1) / 2
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generate(self.encode(x)[0]).clamp(0, 1)
+
+    # --- training -----------------------------------------------------------------------------
+    def _forward(self, x01: torch.Tensor):
+        mu, logvar = self.encode(x01)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        x_rec = self.decoder(z)
+        x_prior = self.decoder(self.noise(len(x01)))
+        return mu, logvar, x_rec, x_prior
+
+    def _feature_loss(self, x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
+        target = self.discriminator.features(x).detach()
+        return 0.5 * (self.discriminator.features(x_rec) - target).pow(2).flatten(1).sum(1).mean()
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        opt_e, opt_g, opt_d = self.optimizers()
+        x = batch[0] * 2 - 1
+        mu, logvar, x_rec, x_prior = self._forward(batch[0])
+
+        # 1. Discriminator: real against reconstructions and prior samples.
+        self.toggle_optimizer(opt_d)
+        fakes = torch.cat([x_rec.detach(), x_prior.detach()])
+        real_logits, fake_logits = self.discriminator(x), self.discriminator(fakes)
+        d_loss = nonsaturating_d_loss(real_logits, fake_logits)
+        self.backward_and_step(d_loss, opt_d, "train/d_loss")
+        self.untoggle_optimizer(opt_d)
+
+        # 2 + 3. Encoder and decoder share one graph but minimise different losses: backprop
+        # each loss, keep each network's own gradients, then step both.
+        self.discriminator.requires_grad_(False)
+        feature_loss = self._feature_loss(x, x_rec)
+        kl = gaussian_kl(mu, logvar).mean()
+        adversarial = nonsaturating_g_loss(self.discriminator(torch.cat([x_rec, x_prior])))
+        enc_loss = self.beta * kl + feature_loss
+        dec_loss = self.gamma * feature_loss + adversarial
+        self.check_finite(enc_loss, "train/enc_loss")
+        self.check_finite(dec_loss, "train/dec_loss")
+        opt_e.zero_grad(set_to_none=True)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(dec_loss, retain_graph=True)
+        dec_grads = [p.grad for p in self.decoder.parameters()]
+        self.encoder.zero_grad(set_to_none=True)  # dec_loss must not move the encoder
+        self.manual_backward(enc_loss)
+        for p, grad in zip(self.decoder.parameters(), dec_grads, strict=True):
+            p.grad = grad  # enc_loss must not move the decoder
+        if self.gradient_clip_val:
+            self.clip_gradients(opt_e, gradient_clip_val=self.gradient_clip_val)
+            self.clip_gradients(opt_g, gradient_clip_val=self.gradient_clip_val)
+        opt_e.step()
+        opt_g.step()
+        self.discriminator.requires_grad_(True)
+
+        self.log_dict({"train/d_loss": d_loss, "train/kl": kl, "train/feature_loss": feature_loss,
+                       "train/adversarial": adversarial}, prog_bar=False)  # fmt: skip
+        self.log("train/d_real_acc", (real_logits > 0).float().mean())
+        self.log("train/d_fake_acc", (fake_logits < 0).float().mean())
+
+    # --- validation / test --------------------------------------------------------------------
+    def _evaluate(self, batch, stage: str) -> None:
+        x01 = batch[0]
+        mu, logvar = self.encode(x01)
+        recon = self.generate(mu).clamp(0, 1)
+        opts = {"on_epoch": True, "sync_dist": True}
+        self.log(f"{stage}/kl", gaussian_kl(mu, logvar).mean(), **opts)
+        self.log(f"{stage}/feature_loss", self._feature_loss(x01 * 2 - 1, recon * 2 - 1), **opts)
+        self.log(f"{stage}/recon_mse", F.mse_loss(recon, x01), **opts)
+        real_logits = self.discriminator(x01 * 2 - 1)
+        self.log(f"{stage}/d_real_acc", (real_logits > 0).float().mean(), **opts)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
