@@ -150,8 +150,26 @@ def test_vae_rejects_mismatched_encoder() -> None:
 def test_non_finite_loss_stops_with_advice() -> None:
     gan = tiny_gan()
     opt = torch.optim.SGD(gan.parameters(), lr=0.1)
-    with pytest.raises(FloatingPointError, match="diverged: lower the learning rate"):
+    with pytest.raises(
+        FloatingPointError, match=r"train/d_loss is nan at global step 0.*ckpt_path="
+    ):
         gan.backward_and_step(torch.tensor(float("nan")), opt, "train/d_loss")
+
+
+def test_exploding_gradients_stop_with_the_last_checkpoint(make_cfg) -> None:
+    from genlab.train import run
+
+    # Train one epoch (a checkpoint is written), then diverge in the next one.
+    cfg = make_cfg("model=gan", "debug=limit", "trainer.max_epochs=2")
+    run(cfg)
+    last = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+    resumed = make_cfg("model=gan", "debug=limit", "trainer.max_epochs=3", f"ckpt_path={last}",
+                       "callbacks.divergence_guard.max_grad_norm=1e-9")  # fmt: skip
+    resumed.paths.output_dir = cfg.paths.output_dir
+    with pytest.raises(
+        FloatingPointError, match=r"gradient norm .* at global step \d+.*ckpt_path=.*\.ckpt"
+    ):
+        run(resumed)
 
 
 def test_vaegan_steps_its_three_optimizers_once_per_batch(digits: torch.Tensor) -> None:

@@ -17,3 +17,7 @@ class DataError(GenlabError):
 
 class CheckpointError(GenlabError):
     """A checkpoint cannot be used (missing, or not written by genlab)."""
+
+
+class DivergenceError(GenlabError, FloatingPointError):
+    """Training diverged (NaN/Inf loss, exploding gradients): the message says where to resume."""

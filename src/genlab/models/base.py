@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable
 import pytorch_lightning as pl
 import torch
 
-from genlab.errors import ConfigError
+from genlab.callbacks.divergence import last_good_checkpoint
+from genlab.errors import ConfigError, DivergenceError
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -104,9 +105,10 @@ class GenerativeModel(pl.LightningModule):
         """Stop with advice on a NaN/Inf loss, before it reaches the weights."""
         # One host sync per step: cheap on CPU; worth revisiting for GPU throughput.
         if not torch.isfinite(loss):
-            raise FloatingPointError(
+            raise DivergenceError(
                 f"{name} is {loss.item()} at global step {self.global_step} (epoch "
                 f"{self.current_epoch}). Training diverged: lower the learning rate "
                 "(model.optimizer.lr=...), set model.gradient_clip_val=1.0, or check the input "
-                "data for NaNs. The last good checkpoint is in the run's checkpoints/ folder."
+                "data for NaNs; resume from the last good checkpoint: "
+                f"ckpt_path={last_good_checkpoint(self._trainer)}"
             )

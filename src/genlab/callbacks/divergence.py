@@ -1,0 +1,58 @@
+"""Stop a diverging run early, saying where to resume from.
+
+    python train.py callbacks.divergence_guard.max_grad_norm=1e3
+
+Before every optimizer step the guard measures the gradient norm of that optimizer's
+parameters; above ``max_grad_norm`` (or NaN/Inf) it stops training with the step, the norm,
+the latest logged losses and the last checkpoint written. (A NaN/Inf *loss* is caught earlier,
+by the model's ``check_finite``, with the same advice.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from genlab.errors import DivergenceError
+
+
+def last_good_checkpoint(trainer: pl.Trainer | None) -> str:
+    """The newest checkpoint file this run has written, or a pointer to where they go."""
+    paths = []
+    for cb in getattr(trainer, "checkpoint_callbacks", []) or []:
+        paths += [p for p in (cb.last_model_path, cb.best_model_path) if p and Path(p).is_file()]
+    if not paths:
+        return "none written yet (the run's checkpoints/ folder)"
+    return max(paths, key=lambda p: Path(p).stat().st_mtime)
+
+
+class DivergenceGuard(Callback):
+    def __init__(self, max_grad_norm: float = 1e4) -> None:
+        self.max_grad_norm = max_grad_norm
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer
+    ) -> None:
+        grads = [
+            p.grad
+            for group in optimizer.param_groups
+            for p in group["params"]
+            if p.grad is not None
+        ]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if torch.isfinite(norm) and norm <= self.max_grad_norm:
+            return
+        losses = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items()
+                  if k.startswith("train/")}  # fmt: skip
+        raise DivergenceError(
+            f"gradient norm {float(norm):.4g} > callbacks.divergence_guard.max_grad_norm="
+            f"{self.max_grad_norm:g} at global step {trainer.global_step} (epoch "
+            f"{trainer.current_epoch}); last logged {losses}. Training diverged: lower the "
+            f"learning rate, set model.gradient_clip_val=1.0, or resume from the last good "
+            f"checkpoint: ckpt_path={last_good_checkpoint(trainer)}"
+        )
