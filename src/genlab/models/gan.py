@@ -74,6 +74,8 @@ class GAN(GenerativeModel):
             copy.deepcopy(generator).requires_grad_(False) if ema_decay is not None else None
         )
         self.ema_decay = ema_decay
+        if ema_decay is not None:  # in the checkpoint, so a resumed run keeps its warm-up
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         self.optimizer_factory = optimizer
         self.d_optimizer_factory = d_optimizer or optimizer
         self.d_loss_fn, self.g_loss_fn = GAN_LOSSES[loss]
@@ -94,11 +96,16 @@ class GAN(GenerativeModel):
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        """ema <- decay * ema + (1 - decay) * G; buffers (BatchNorm statistics) are copied."""
+        """ema <- d * ema + (1 - d) * G, buffers (BatchNorm statistics) copied. d warms up as
+        min(decay, (1 + t) / (10 + t)) over the t-th update, so early samples are not
+        dominated by the random initial weights."""
+        self.ema_updates += 1
+        t = float(self.ema_updates)
+        decay = min(self.ema_decay, (1 + t) / (10 + t))
         for ema, p in zip(
             self.generator_ema.parameters(), self.generator.parameters(), strict=True
         ):
-            ema.lerp_(p, 1.0 - self.ema_decay)
+            ema.lerp_(p, 1.0 - decay)
         for ema, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
             ema.copy_(b)
 
