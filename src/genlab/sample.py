@@ -79,13 +79,15 @@ def run(cfg: DictConfig) -> Path:
         raise ConfigError(f"out={out}: the suffix must be one of {FORMATS}.")
     if cfg.n < 1:
         raise ConfigError(f"n={cfg.n}: ask for at least one sample.")
-    if cfg.mode not in MODES:
-        raise ConfigError(f"mode={cfg.mode}: choose one of {MODES}.")
+    mode = cfg.get("mode", "samples")
+    if mode not in MODES:
+        raise ConfigError(f"mode={mode}: choose one of {MODES}.")
     device = resolve_device(str(cfg.device))
     model, _ = load_model(cfg.ckpt_path, map_location=device)
     start = time.perf_counter()
-    if cfg.mode == "interpolate":
-        samples, nrow = interpolate(model, cfg.n, cfg.steps, cfg.seed), cfg.steps
+    if mode == "interpolate":
+        steps = cfg.get("steps", 10)
+        samples, nrow = interpolate(model, cfg.n, steps, cfg.seed), steps
     else:
         samples, nrow = draw(model, cfg.n, cfg.seed, cfg.batch_size), max(1, int(cfg.n**0.5))
     out.parent.mkdir(parents=True, exist_ok=True)
