@@ -90,7 +90,7 @@ def test_gpu_trainer_without_gpu_fails_before_loading_data(make_cfg, monkeypatch
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.loss=wasserstein", r"model.loss='wasserstein' is unknown: choose one of"),
+        ("model.loss=wgan", r"model.loss='wgan' is unknown: choose one of"),
         ("data.train_fraction=1.5", r"data.train_fraction=1.5 must be in \(0, 1\]"),
         ("+model.latent_size=3", r"unexpected keyword argument 'latent_size'"),
     ],
