@@ -28,11 +28,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from genlab.data.splits import SplitDataModule
 from genlab.data.transforms import build_augmentation
 from genlab.errors import ConfigError, DataError
 
@@ -96,10 +96,33 @@ def infer_image_size(root: str | Path, sample: int = 200) -> int:
     return max([s for s in NET_SIZES if s <= median], default=NET_SIZES[0])
 
 
-def open_image(path: Path, channels: int, min_size: int = 8) -> Image.Image:
-    """Decode ``path`` to an L or RGB PIL image, or raise ``BadImage`` saying why not."""
+def _reject_empty(path: Path) -> None:
     if path.stat().st_size == 0:
         raise BadImage("empty file (0 bytes)")
+
+
+def _reject_small(size: tuple[int, int], min_size: int) -> None:
+    if min(size) < min_size:
+        raise BadImage(f"too small ({size[0]}x{size[1]} < {min_size} px)")
+
+
+def check_header(path: Path, min_size: int = 8) -> None:
+    """The cheap checks, from the header without decoding pixels: raise ``BadImage`` if the
+    file is empty, not an image, unreadable or too small."""
+    _reject_empty(path)
+    try:
+        with Image.open(path) as img:
+            size = img.size
+    except UnidentifiedImageError:
+        raise BadImage("not an image PIL can read") from None
+    except OSError as e:
+        raise BadImage(f"unreadable ({e})") from None
+    _reject_small(size, min_size)
+
+
+def open_image(path: Path, channels: int, min_size: int = 8) -> Image.Image:
+    """Decode ``path`` to an L or RGB PIL image, or raise ``BadImage`` saying why not."""
+    _reject_empty(path)
     try:
         with Image.open(path) as img:
             img.seek(0)  # first frame of animations
@@ -109,8 +132,7 @@ def open_image(path: Path, channels: int, min_size: int = 8) -> Image.Image:
         raise BadImage("not an image PIL can read") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"corrupt or truncated ({e})") from None
-    if min(img.size) < min_size:
-        raise BadImage(f"too small ({img.width}x{img.height} < {min_size} px)")
+    _reject_small(img.size, min_size)
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):  # transparency: composite onto white
@@ -179,7 +201,7 @@ class ImageFileDataset(Dataset):
         return image, self.labels[index]
 
 
-class ImageFolderDataModule(pl.LightningDataModule):
+class ImageFolderDataModule(SplitDataModule):
     """A folder of images: see the module docstring for layout, formats and bad files."""
 
     def __init__(
@@ -201,7 +223,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
         min_size: int = 8,
         report_dir: str | None = None,
     ) -> None:
-        super().__init__()
+        # More decoding workers than cores only adds contention (and a torch warning).
+        super().__init__(
+            batch_size, min(num_workers, os.cpu_count() or 1), pin_memory, persistent_workers
+        )
         if channels not in (1, 3):
             raise ConfigError(f"data.channels={channels} must be 1 (grey) or 3 (RGB).")
         if not 0.0 < train_fraction <= 1.0:
@@ -213,10 +238,6 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.path, self.image_size, self.channels = Path(path).expanduser(), image_size, channels
         if not self.path.is_dir():  # fail at start-up, not after the trainer is built
             scan_folder(self.path)
-        # More decoding workers than cores only adds contention (and a torch warning).
-        num_workers = min(num_workers, os.cpu_count() or 1)
-        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
         self.val_fraction, self.train_fraction, self.split_seed = (
             val_fraction,
             train_fraction,
@@ -228,12 +249,14 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.dataset = self.path.name  # names cached FID statistics
         self.classes: list[str] = []
         self.skipped: dict[str, str] = {}
-        self.train_set = self.val_set = self.test_set = None
 
     # --- scanning -----------------------------------------------------------------------------
+    def _has_split_dirs(self) -> bool:
+        return all((self.path / d).is_dir() for d in SPLIT_DIRS)
+
     def _split_files(self, files: list[Path]) -> tuple[list[Path], list[Path]]:
         """Files of ``train/`` and ``val/`` if the folder has that layout, else a seeded split."""
-        if all((self.path / d).is_dir() for d in SPLIT_DIRS):
+        if self._has_split_dirs():
             parts = {
                 d: [p for p in files if p.relative_to(self.path).parts[0] == d] for d in SPLIT_DIRS
             }
@@ -262,18 +285,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
         good = []
         for path in files:
             try:
-                if path.stat().st_size == 0:
-                    raise BadImage("empty file (0 bytes)")
-                with Image.open(path) as img:
-                    if min(img.size) < self.min_size:
-                        raise BadImage(f"too small ({img.width}x{img.height} < {self.min_size} px)")
+                check_header(path, self.min_size)
                 good.append(path)
-            except UnidentifiedImageError:
-                self.skipped[str(path)] = "not an image PIL can read"
             except BadImage as e:
                 self.skipped[str(path)] = str(e)
-            except OSError as e:
-                self.skipped[str(path)] = f"unreadable ({e})"
         return good
 
     def _build_cache(self, files: list[Path]) -> tuple[list[Path], np.ndarray]:
@@ -324,11 +339,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
             raise DataError(f"none of the images in {self.path} is usable: see {self._report()}")
         position = {p: i for i, p in enumerate(files)}
         train, val = self._split_files(files)
-        base = (
-            self.path / "train" if all((self.path / d).is_dir() for d in SPLIT_DIRS) else self.path
-        )
-        train_labels = self._labels(train, base)
-        val_labels = self._labels(val, base.parent / "val" if base.name == "train" else base)
+        # Class subfolders sit below train/ and val/ in that layout, else below the root.
+        split_dirs = self._has_split_dirs()
+        train_labels = self._labels(train, self.path / "train" if split_dirs else self.path)
+        val_labels = self._labels(val, self.path / "val" if split_dirs else self.path)
         keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed))
         keep = sorted(keep[: max(1, round(self.train_fraction * len(train)))].tolist())
         train, train_labels = [train[i] for i in keep], [train_labels[i] for i in keep]
@@ -363,23 +377,3 @@ class ImageFolderDataModule(pl.LightningDataModule):
         }
         path.write_text(json.dumps(content, indent=2))
         return path
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) > self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)

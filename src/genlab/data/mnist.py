@@ -19,12 +19,12 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import datasets
 
+from genlab.data.splits import SplitDataModule
 from genlab.data.transforms import build_augmentation
 from genlab.errors import ConfigError, DataError
 
@@ -169,7 +169,7 @@ class ImageTensorDataset(Dataset):
         return image, self.labels[i]
 
 
-class MNISTDataModule(pl.LightningDataModule):
+class MNISTDataModule(SplitDataModule):
     """MNIST-format datasets: seeded train/val split of the 60k training set, 10k test set.
 
     Batches are ``(images, labels)`` with images float32 ``[B, channels, image_size,
@@ -199,7 +199,7 @@ class MNISTDataModule(pl.LightningDataModule):
         download: bool = True,
         binarize: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
         if dataset not in DATASETS and dataset not in ARRAY_DATASETS:
             raise ConfigError(
                 f"data.dataset={dataset!r} is unknown: choose one of "
@@ -210,9 +210,6 @@ class MNISTDataModule(pl.LightningDataModule):
         if channels not in (1, 3):
             raise ConfigError(f"data.channels={channels} must be 1 or 3 (grey is repeated).")
         self.data_dir, self.dataset = data_dir, dataset
-        self.batch_size, self.num_workers = batch_size, num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
         self.train_fraction, self.val_size, self.split_seed = train_fraction, val_size, split_seed
         self.image_size, self.channels = image_size, channels
         self.download, self.binarize = download, binarize
@@ -221,7 +218,6 @@ class MNISTDataModule(pl.LightningDataModule):
         self.transform = (
             None if isinstance(augment, bool) else build_augmentation(augment, image_size)
         )
-        self.train_set = self.val_set = self.test_set = None
 
     def prepare_data(self) -> None:
         if self.dataset in ARRAY_DATASETS:
@@ -277,24 +273,3 @@ class MNISTDataModule(pl.LightningDataModule):
             return images
         draw = torch.bernoulli(images.float() / 255, generator=torch.Generator().manual_seed(seed))
         return draw.to(torch.uint8) * 255
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            # Full training batches keep BatchNorm statistics sane (unless the set is tiny).
-            drop_last=shuffle and len(dataset) > self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
