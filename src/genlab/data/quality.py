@@ -123,7 +123,6 @@ def analyse(files: list[Path], cfg: DictConfig) -> dict:
     for i, d in enumerate(digests):
         by_digest[d].append(i)
     exact = sorted(g for g in by_digest.values() if len(g) > 1)
-    exact_pairs = [(g[0], j) for g in exact for j in g[1:]]
     # The hash finds candidates; the pixels confirm them. A 64-bit hash is coarse: different
     # images of a similar layout (two handwritten 1s) can hash alike.
     candidates = near_duplicate_pairs(phashes, cfg.near_duplicate_distance)
@@ -134,13 +133,13 @@ def analyse(files: list[Path], cfg: DictConfig) -> dict:
     ]
     near = [g for g in _groups(confirmed, len(ok)) if len({digests[i] for i in g}) > 1]
     # Keep the first file of each group (exact or near); flag the others.
-    for g in _groups(exact_pairs, len(ok)):
+    for g in exact:  # index lists in path order
         flags["exact_duplicate"] += [str(ok[i]) for i in g[1:]]
     for g in near:
         flags["near_duplicate"] += [
             str(ok[i]) for i in g[1:] if str(ok[i]) not in flags["exact_duplicate"]
         ]
-    flagged = sorted({p for paths in flags.values() for p in paths})
+    flagged = {p for paths in flags.values() for p in paths}
     return {
         "path": str(cfg.data.path),
         "files": len(files),
@@ -152,7 +151,7 @@ def analyse(files: list[Path], cfg: DictConfig) -> dict:
             "exact": [[str(ok[i]) for i in g] for g in exact],
             "near": [[str(ok[i]) for i in g] for g in near],
         },
-        "clean": [str(p) for p in ok if str(p) not in set(flagged)],
+        "clean": [str(p) for p in ok if str(p) not in flagged],
         "sizes": sizes,
     }
 
