@@ -25,12 +25,28 @@ from torchmetrics.functional.image import (
 
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory
-from genlab.models.losses import bernoulli_log_likelihood, gaussian_kl, gaussian_log_likelihood
+from genlab.models.losses import (
+    bernoulli_log_likelihood,
+    gaussian_kl,
+    gaussian_kl_per_dim,
+    gaussian_log_likelihood,
+)
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 # KL weight over training: constant beta; linear warm-up 0 -> beta over kl_warmup_epochs;
 # cyclical (Fu et al., 2019): repeated ramps, each cycle 2 * kl_warmup_epochs long.
 KL_SCHEDULES = ("constant", "linear", "cyclical")
+
+
+def split_posterior(h: torch.Tensor, latent_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An encoder's output ``[N, 2 * latent_dim]`` -> (mean, log-variance) of q(z | x)."""
+    if h.shape[1] != 2 * latent_dim:
+        raise ConfigError(
+            f"encoder returns {h.shape[1]} features but the VAE needs 2 * latent_dim = "
+            f"{2 * latent_dim}: set the encoder's out_features to 2 * model.latent_dim."
+        )
+    mu, logvar = h.chunk(2, dim=1)
+    return mu, logvar
 
 
 class VAE(GenerativeModel):
@@ -86,14 +102,7 @@ class VAE(GenerativeModel):
     # --- the VAE interface --------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images in [0, 1] -> posterior mean and log-variance, each ``[N, latent_dim]``."""
-        h = self.encoder(x)
-        if h.shape[1] != 2 * self.latent_dim:
-            raise ConfigError(
-                f"encoder returns {h.shape[1]} features but the VAE needs 2 * latent_dim = "
-                f"{2 * self.latent_dim}: set the encoder's out_features to 2 * model.latent_dim."
-            )
-        mu, logvar = h.chunk(2, dim=1)
-        return mu, logvar
+        return split_posterior(self.encoder(x), self.latent_dim)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents -> mean images in [0, 1]. The decoder returns logits (Bernoulli) or the
@@ -160,10 +169,9 @@ class VAE(GenerativeModel):
         """The KL term of the loss. With free bits (Kingma et al., 2016) each latent dimension's
         batch-mean KL below ``free_bits`` nats costs nothing, so no dimension is pushed to
         collapse onto the prior."""
-        kl_dims = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)  # [N, D]
         if self.free_bits:
-            return kl_dims.mean(0).clamp(min=self.free_bits).sum()
-        return kl_dims.sum(1).mean()
+            return gaussian_kl_per_dim(mu, logvar).mean(0).clamp(min=self.free_bits).sum()
+        return gaussian_kl(mu, logvar).mean()
 
     def _step(self, x: torch.Tensor, stage: str, batch_idx: int = 0) -> torch.Tensor:
         log_px, kl, (mu, logvar) = self.elbo_terms(x)

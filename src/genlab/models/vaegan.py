@@ -22,6 +22,7 @@ from torch import nn
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory
 from genlab.models.losses import gaussian_kl, nonsaturating_d_loss, nonsaturating_g_loss
+from genlab.models.vae import split_posterior
 
 
 class VAEGAN(GenerativeModel):
@@ -59,14 +60,7 @@ class VAEGAN(GenerativeModel):
     # --- the VAE interface --------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images in [0, 1] -> posterior mean and log-variance."""
-        h = self.encoder(x * 2 - 1)
-        if h.shape[1] != 2 * self.latent_dim:
-            raise ConfigError(
-                f"encoder returns {h.shape[1]} features but 2 * latent_dim = {2 * self.latent_dim}"
-                " are needed: set the encoder's out_features to 2 * model.latent_dim."
-            )
-        mu, logvar = h.chunk(2, dim=1)
-        return mu, logvar
+        return split_posterior(self.encoder(x * 2 - 1), self.latent_dim)
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         return (self.decoder(z) + 1) / 2
