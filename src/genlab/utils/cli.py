@@ -18,21 +18,6 @@ def exit_on_user_error() -> Iterator[None]:
     """
     try:
         yield
-    except Exception as err:
-        user_error = _user_error(err)
-        if user_error is None:
-            raise
-        print(f"genlab: error: {user_error}", file=sys.stderr)
+    except GenlabError as err:
+        print(f"genlab: error: {err}", file=sys.stderr)
         sys.exit(1)
-
-
-def _user_error(err: BaseException | None) -> GenlabError | None:
-    """The ``GenlabError`` in an exception's cause chain: OmegaConf wraps errors raised while
-    resolving an interpolation (e.g. ``${image_size_of:${data.path}}``)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, GenlabError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__
-    return None
