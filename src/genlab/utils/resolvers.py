@@ -27,14 +27,16 @@ def image_size_of(path: str) -> int:
 
 
 def _register() -> None:
+    # image_size_of scans a folder: cache its answer (per config) instead of rescanning on every
+    # access of data.image_size and of the nets' interpolations of it.
     resolvers = {
-        "project_root": project_root,
-        "mul": lambda a, b: a * b,
-        "image_size_of": image_size_of,
+        "project_root": (project_root, False),
+        "mul": (lambda a, b: a * b, False),
+        "image_size_of": (image_size_of, True),
     }
-    for name, fn in resolvers.items():
+    for name, (fn, cached) in resolvers.items():
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
+            OmegaConf.register_new_resolver(name, fn, use_cache=cached)
 
 
 _register()
