@@ -8,14 +8,18 @@ python train.py -m model.optimizer.lr=1e-4,2e-4   # one run directory per job
 from __future__ import annotations
 
 import logging
+import time
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import WandbLogger
 
-from genlab.callbacks.config import StoreConfigInCheckpoint
+from genlab.callbacks.config import WANDB_ID_KEY, StoreConfigInCheckpoint
+from genlab.sweeps import write_result
+from genlab.utils.checkpoint import read_checkpoint
 from genlab.utils.config import (
+    adapt_strategy_to_launcher,
     apply_extras,
     instantiate_group,
     instantiate_list,
@@ -29,10 +33,37 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> float | None:
     """Train ``cfg.model`` on ``cfg.data``; return the best value of ``model.monitor``.
 
-    The return value is what Hydra sweepers (Optuna) minimise or maximise.
+    The return value is what Hydra sweepers (Optuna) minimise or maximise. Whatever happens,
+    the run directory gets a ``result.json`` (status, best score and checkpoint, final metrics,
+    or the error) that ``python -m genlab.sweeps summarize`` reads back.
     """
+    model_cfg = cfg.get("model") or {}
+    result = {
+        "status": "failed",
+        "monitor": model_cfg.get("monitor"),
+        "monitor_mode": model_cfg.get("monitor_mode"),
+    }
+    start = time.perf_counter()
+    try:
+        score = _fit_and_test(cfg, result)
+        result["status"] = "ok"
+        return score
+    except BaseException as err:  # KeyboardInterrupt too: the summary shows why a job stopped
+        result["error"] = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        try:
+            write_result(cfg.paths.output_dir, result)
+        except Exception as err:  # never hide the run's own outcome behind this one
+            log.warning("could not write result.json: %s", err)
+
+
+def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
     validate(cfg)  # before any data is touched: config mistakes cost seconds
     apply_extras(cfg)
+    adapt_strategy_to_launcher(cfg)
+    resume_wandb_run(cfg)
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule: pl.LightningDataModule = instantiate_group(cfg, "data")
@@ -52,15 +83,17 @@ def run(cfg: DictConfig) -> float | None:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         score = _best_score(trainer, model.monitor)
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path if checkpoint else ""
+        result.update(best_score=score, best_model_path=best)
+        result["metrics"] = _scalars(trainer.callback_metrics)
         if cfg.get("test"):
-            best = (
-                trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            )
             if not best:
                 log.warning(
                     "No best checkpoint (fast_dev_run or no monitor): testing current weights."
                 )
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+            result["metrics"].update(_scalars(trainer.callback_metrics))
         log.info("best %s = %s; run dir: %s", model.monitor, score, cfg.paths.output_dir)
         failed = False
     finally:
@@ -70,6 +103,23 @@ def run(cfg: DictConfig) -> float | None:
             if isinstance(logger, WandbLogger):
                 logger.experiment.finish(exit_code=int(failed))
     return score
+
+
+def resume_wandb_run(cfg: DictConfig) -> None:
+    """Resuming from a checkpoint continues its W&B run: the checkpoint holds the run id."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if not cfg.get("ckpt_path") or not wandb_cfg or wandb_cfg.get("id"):
+        return
+    run_id = read_checkpoint(cfg.ckpt_path).get(WANDB_ID_KEY)
+    if run_id:
+        with open_dict(cfg):
+            wandb_cfg.id = run_id
+            wandb_cfg.resume = "allow"  # passed to wandb.init
+        log.info("resuming W&B run %s from %s", run_id, cfg.ckpt_path)
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
 def _best_score(trainer: pl.Trainer, monitor: str) -> float | None:

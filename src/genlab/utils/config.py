@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 import warnings
@@ -11,9 +12,11 @@ from urllib.parse import urlparse
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genlab.errors import ConfigError, GenlabError
+
+log = logging.getLogger(__name__)
 
 
 def check_accelerator(trainer_cfg: DictConfig) -> None:
@@ -68,6 +71,35 @@ def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
             if isinstance(child, DictConfig):
                 keys += _missing_keys(child, f"{prefix}{key}.")
     return keys
+
+
+def adapt_strategy_to_launcher(cfg: DictConfig) -> None:
+    """Lightning's ``ddp`` starts ranks 1..n-1 by re-running this command line; inside a local
+    Hydra multirun (basic or joblib launcher) that re-runs the whole sweep. There ``ddp`` becomes
+    ``ddp_spawn`` (ranks forked from the job itself). SLURM via submitit starts one task per
+    device itself, which is what plain ``ddp`` expects, so it is left alone there."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    if not strategy.startswith("ddp") or strategy.startswith("ddp_spawn"):
+        return
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    launcher = str(HydraConfig.get().launcher.get("_target_", ""))
+    if "submitit" in launcher:
+        devices = cfg.trainer.get("devices")
+        tasks = HydraConfig.get().launcher.get("tasks_per_node")
+        if tasks is not None and devices != tasks:
+            raise ConfigError(
+                f"trainer.devices={devices} but hydra.launcher.tasks_per_node={tasks}: Lightning's "
+                "DDP on SLURM needs one task per device. Set both to the GPUs per node."
+            )
+        return
+    spawn = strategy.replace("ddp", "ddp_spawn", 1)
+    log.warning("trainer.strategy=%s inside a local multirun: using %s", strategy, spawn)
+    with open_dict(cfg):
+        cfg.trainer.strategy = spawn
 
 
 def check_required(cfg: DictConfig) -> None:

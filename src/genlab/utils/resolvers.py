@@ -26,6 +26,37 @@ def image_size_of(path: str) -> int:
     return infer_image_size(path)
 
 
+def optuna_direction(monitor_mode: str) -> str:
+    """``${optuna_direction:${model.monitor_mode}}``: Optuna's name for a monitor's mode."""
+    directions = {"min": "minimize", "max": "maximize"}
+    if monitor_mode not in directions:
+        raise ValueError(f"model.monitor_mode={monitor_mode!r}: choose 'min' or 'max'.")
+    return directions[monitor_mode]
+
+
+def sweep_group() -> str | None:
+    """``${sweep_group:}``: one name for every job of a multirun (its task and start time), so
+    W&B shows a sweep's runs together; None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra = HydraConfig.get()
+    return f"{hydra.job.name}-{Path(hydra.sweep.dir).name}"
+
+
+def override_tags() -> list[str]:
+    """``${override_tags:}``: the job's command-line overrides (``model.optimizer.lr=0.0002``)
+    as W&B tags, so runs can be filtered by what was changed. W&B caps a tag at 64 chars."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    overrides = HydraConfig.get().overrides.task
+    return [o[:64] for o in overrides if not o.startswith(("hydra.", "hydra/"))]
+
+
 def _register() -> None:
     # image_size_of scans a folder: cache its answer (per config) instead of rescanning on every
     # access of data.image_size and of the nets' interpolations of it.
@@ -33,6 +64,9 @@ def _register() -> None:
         "project_root": (project_root, False),
         "mul": (lambda a, b: a * b, False),
         "image_size_of": (image_size_of, True),
+        "optuna_direction": (optuna_direction, False),
+        "sweep_group": (sweep_group, False),
+        "override_tags": (override_tags, False),
     }
     for name, (fn, cached) in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -1,0 +1,259 @@
+"""Read a finished (or interrupted) multirun back as one table and a few plots.
+
+    python -m genlab.sweeps summarize outputs/train/multiruns/<time>
+    python -m genlab.sweeps summarize DIR --metric test/fid --x data.train_fraction
+
+Every job of a multirun leaves ``<job>/.hydra/overrides.yaml`` (what it changed) and
+``<job>/result.json`` (written by ``genlab.train.run``: status, best monitor value, best
+checkpoint, final metrics). ``summarize`` joins them into ``summary.csv`` / ``summary.md`` in the
+sweep directory and draws, for each swept parameter, the metric against it (one line per
+combination of the other swept parameters) as ``plot_<metric>_vs_<param>.png``. Hydra calls it
+by itself at the end of every ``-m`` run (``SummarizeSweep`` in ``conf/hydra/default.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+
+log = logging.getLogger(__name__)
+RESULT_FILE = "result.json"
+# The test metrics a summary table shows, when the jobs logged them (GAN and VAE alike).
+TABLE_METRICS = ("fid", "kid", "precision", "recall", "class_kl", "nll_nats", "elbo", "ssim")
+
+
+def write_result(run_dir: str | Path, result: dict[str, Any]) -> None:
+    """Write ``result.json`` atomically: a killed job never leaves half a file behind."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(run_dir) / RESULT_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+@dataclass
+class Job:
+    num: str
+    dir: Path
+    overrides: dict[str, str]
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return self.result.get("status", "no result (killed or still running)")
+
+    def value(self, metric: str) -> float | None:
+        """The job's number for ``metric``: ``best`` (its monitor's best value) or a logged
+        key such as ``test/fid``."""
+        if metric == "best":
+            return self.result.get("best_score")
+        return self.result.get("metrics", {}).get(metric)
+
+
+def collect(sweep_dir: str | Path) -> list[Job]:
+    """Every job directory under a multirun directory, in job order."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir} is not a directory: pass a multirun directory, "
+                                "e.g. outputs/train/multiruns/<time>.")  # fmt: skip
+    jobs = []
+    for overrides_file in sweep_dir.glob("*/.hydra/overrides.yaml"):
+        job_dir = overrides_file.parent.parent
+        overrides = {}
+        for item in yaml.safe_load(overrides_file.read_text()) or []:
+            key, _, value = str(item).partition("=")
+            overrides[key.lstrip("+~")] = value
+        result_file = job_dir / RESULT_FILE
+        result = json.loads(result_file.read_text()) if result_file.exists() else {}
+        jobs.append(Job(job_dir.name, job_dir, overrides, result))
+    if not jobs:
+        raise FileNotFoundError(
+            f"no jobs in {sweep_dir}: expected <job>/.hydra/overrides.yaml from `train.py -m`."
+        )
+    return sorted(jobs, key=lambda j: (len(j.num), j.num))
+
+
+def swept_keys(jobs: list[Job]) -> list[str]:
+    """Override keys whose value differs between jobs (the sweep's parameters)."""
+    keys = dict.fromkeys(k for job in jobs for k in job.overrides)
+    return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def best_job(jobs: list[Job]) -> Job | None:
+    """The finished job with the best monitor value, by the monitor's own mode."""
+    done = [j for j in jobs if j.status == "ok" and j.value("best") is not None]
+    if not done:
+        return None
+    sign = -1.0 if done[0].result.get("monitor_mode") == "max" else 1.0
+    return min(done, key=lambda j: sign * float(j.value("best")))  # type: ignore[arg-type]
+
+
+def default_metric(jobs: list[Job]) -> str:
+    """The model's monitor (what the sweep optimised) when jobs report it."""
+    for job in jobs:
+        if job.result.get("monitor"):
+            return job.result["monitor"]
+    return "best"
+
+
+def summarize(
+    sweep_dir: str | Path, metric: str | None = None, x: str | None = None
+) -> dict[str, Any]:
+    """Write summary.csv, summary.md and plots into ``sweep_dir``; return what was written."""
+    sweep_dir = Path(sweep_dir)
+    jobs = collect(sweep_dir)
+    params = swept_keys(jobs)
+    metric = metric or default_metric(jobs)
+    logged = {k for j in jobs for k in j.result.get("metrics", {})}
+    shown = [m for m in (metric, *(f"test/{k}" for k in TABLE_METRICS)) if m in logged]
+    rows = []
+    for job in jobs:
+        row: dict[str, Any] = {"job": job.num, **{p: job.overrides.get(p, "") for p in params}}
+        row["status"] = job.status
+        row["best"] = job.value("best")
+        row.update({m: job.value(m) for m in shown})
+        row["best_checkpoint"] = job.result.get("best_model_path", "")
+        rows.append(row)
+    columns = list(rows[0])
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
+    best = best_job(jobs)
+    if best is not None:
+        lines += [
+            "",
+            f"Best: job {best.num} ({best.result.get('monitor')} = {fmt(best.value('best'))}): "
+            f"{' '.join(f'{k}={best.overrides[k]}' for k in params if k in best.overrides)}",
+            f"All its overrides: {best.dir / '.hydra' / 'overrides.yaml'}",
+            f"Checkpoint: {best.result.get('best_model_path') or '-'}",
+        ]
+    failed = [j for j in jobs if j.status != "ok"]
+    if failed:
+        lines += ["", "Not finished:"]
+        lines += [f"- job {j.num}: {j.result.get('error') or j.status}" for j in failed]
+    markdown = "\n".join(lines) + "\n"
+    (sweep_dir / "summary.md").write_text(markdown)
+    plots = [
+        _plot(jobs, metric, param, [p for p in params if p != param], sweep_dir)
+        for param in ([x] if x else params)
+    ]
+    return {
+        "jobs": jobs,
+        "params": params,
+        "best": best,
+        "markdown": markdown,
+        "plots": [p for p in plots if p is not None],
+    }
+
+
+def _plot(
+    jobs: list[Job], metric: str, param: str, others: list[str], out_dir: Path
+) -> Path | None:
+    """``metric`` against ``param``; one line per combination of the other swept values."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: sweeps run on servers
+    import matplotlib.pyplot as plt
+
+    points = [(j, j.value(metric)) for j in jobs if j.value(metric) is not None]
+    if not points:
+        log.warning("no job reports %s: no plot against %s", metric, param)
+        return None
+    xs = [j.overrides.get(param, "") for j, _ in points]
+    numeric = all(_number(v) is not None for v in xs)
+    categories = sorted(set(xs), key=lambda v: (_number(v) is None, _number(v) or 0, v))
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for (job, value), xv in zip(points, xs, strict=True):
+        label = ", ".join(f"{k}={job.overrides.get(k, '')}" for k in others) or metric
+        position = float(xv) if numeric else float(categories.index(xv))
+        groups.setdefault(label, []).append((position, float(value)))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, pts in sorted(groups.items()):
+        pts.sort()
+        ax.plot([p for p, _ in pts], [v for _, v in pts], marker="o", label=label)
+    positives = [float(v) for v in xs if numeric and float(v) > 0]
+    if numeric and len(positives) == len(xs) and max(positives) / min(positives) >= 20:
+        ax.set_xscale("log")  # learning rates, data fractions: spread over decades
+    if not numeric:
+        ax.set_xticks(range(len(categories)), categories, rotation=20)
+    ax.set_xlabel(param)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    if len(groups) > 1:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    safe = lambda s: s.replace("/", "_").replace(".", "_")  # noqa: E731
+    path = out_dir / f"plot_{safe(metric)}_vs_{safe(param)}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+class SummarizeSweep(Callback):
+    """Hydra callback: summarise a multirun when it ends and print the best job."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            summary = summarize(sweep_dir)
+        except (FileNotFoundError, OSError, ValueError) as err:  # never fail a finished sweep
+            log.warning("sweep summary skipped: %s", err)
+            return
+        best = summary["best"]
+        log.info("sweep summary: %s", sweep_dir / "summary.md")
+        if best is not None:
+            swept = [k for k in summary["params"] if k in best.overrides]
+            overrides = " ".join(f"{k}={best.overrides[k]}" for k in swept)
+            log.info(
+                "best job %s: %s = %.4g | %s | checkpoint: %s",
+                best.num, best.result.get("monitor"), best.value("best"), overrides,
+                best.result.get("best_model_path") or "-",
+            )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m genlab.sweeps", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmd = sub.add_parser("summarize", help="table + plots of a multirun directory")
+    cmd.add_argument("sweep_dir", type=Path)
+    cmd.add_argument("--metric", help="key to plot, e.g. test/fid (default: the monitor)")
+    cmd.add_argument("--x", help="plot against this override only, e.g. data.train_fraction")
+    args = parser.parse_args(argv)
+    try:
+        summary = summarize(args.sweep_dir, args.metric, args.x)
+    except FileNotFoundError as err:
+        raise SystemExit(f"genlab.sweeps: error: {err}") from None
+    print(summary["markdown"])
+    for path in summary["plots"]:
+        print(f"plot: {path}")
+    finite = [j for j in summary["jobs"] if j.status == "ok"]
+    print(f"{len(finite)}/{len(summary['jobs'])} jobs finished; summary.csv, summary.md written.")
+
+
+if __name__ == "__main__":
+    main()
