@@ -11,7 +11,7 @@ import torch
 from torchvision import datasets
 
 from genlab.data.mnist import MNISTDataModule, ensure_raw_files, raw_file_names
-from genlab.errors import DataError
+from genlab.errors import ConfigError, DataError
 from tests.conftest import SHIPPED
 
 
@@ -52,6 +52,21 @@ def test_train_fraction_shrinks_only_training() -> None:
     dm = MNISTDataModule(data_dir=str(SHIPPED), train_fraction=0.1)
     dm.setup("fit")
     assert len(dm.train_set) == 5_500 and len(dm.val_set) == 5_000
+
+
+def test_samples_per_epoch_fixes_the_epoch_length() -> None:
+    # 550 images, 2000 samples per epoch: every image shows up 3-4 times, no batch is partial.
+    dm = MNISTDataModule(
+        data_dir=str(SHIPPED), train_fraction=0.01, batch_size=100, samples_per_epoch=2000
+    )
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert len(dm.train_set) == 550 and len(loader) == 20
+    seen = torch.cat([x.flatten(1) for x, _ in loader])
+    assert seen.shape[0] == 2000 and torch.unique(seen, dim=0).shape[0] <= 550
+    assert len(dm.val_dataloader().dataset) == 5_000  # evaluation never repeats
+    with pytest.raises(ConfigError, match="samples_per_epoch=50 is below"):
+        MNISTDataModule(data_dir=str(SHIPPED), batch_size=100, samples_per_epoch=50)
 
 
 def test_resize_grey_to_rgb_and_augment() -> None:

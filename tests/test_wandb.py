@@ -22,3 +22,18 @@ def test_offline_run_holds_metrics_images_and_config(make_cfg) -> None:
     assert any(p.name.startswith("reconstructions") for p in images), images
     # The resolved Hydra config travels in the run record (W&B writes config.yaml on sync).
     assert b"genlab.models.vae.VAE" in history and b"latent_dim" in history
+
+
+def test_resuming_a_checkpoint_continues_the_same_wandb_run(make_cfg, tmp_path: Path) -> None:
+    first = make_cfg("logger=wandb", "debug=limit", "trainer.max_epochs=1")
+    run(first)
+    (offline,) = (Path(first.paths.output_dir) / "wandb").glob("offline-run-*")
+    run_id = offline.name.rsplit("-", 1)[1]
+    checkpoint = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+
+    second = make_cfg("logger=wandb", "debug=limit", f"ckpt_path={checkpoint}")
+    second.paths.output_dir = str(tmp_path / "resumed")
+    run(second)
+    (resumed,) = (tmp_path / "resumed" / "wandb").glob("offline-run-*")
+    assert resumed.name.rsplit("-", 1)[1] == run_id
+    assert second.logger.wandb.id == run_id

@@ -113,15 +113,19 @@ def default_metric(jobs: list[Job]) -> str:
 
 
 def summarize(
-    sweep_dir: str | Path, metric: str | None = None, x: str | None = None
+    sweep_dir: str | Path, metrics: list[str] | None = None, x: str | None = None
 ) -> dict[str, Any]:
-    """Write summary.csv, summary.md and plots into ``sweep_dir``; return what was written."""
+    """Write summary.csv, summary.md and plots into ``sweep_dir``; return what was written.
+
+    ``metrics``: the keys to plot (default: the model's monitor); ``x``: plot them against this
+    override only (default: each swept parameter in turn)."""
     sweep_dir = Path(sweep_dir)
     jobs = collect(sweep_dir)
     params = swept_keys(jobs)
-    metric = metric or default_metric(jobs)
+    metrics = list(metrics or [default_metric(jobs)])
     logged = {k for j in jobs for k in j.result.get("metrics", {})}
-    shown = [m for m in (metric, *(f"test/{k}" for k in TABLE_METRICS)) if m in logged]
+    wanted = [*metrics, *(f"test/{k}" for k in TABLE_METRICS)]
+    shown = [m for m in dict.fromkeys(wanted) if m in logged]
     rows = []
     for job in jobs:
         row: dict[str, Any] = {"job": job.num, **{p: job.overrides.get(p, "") for p in params}}
@@ -160,6 +164,7 @@ def summarize(
     (sweep_dir / "summary.md").write_text(markdown)
     plots = [
         _plot(jobs, metric, param, [p for p in params if p != param], sweep_dir)
+        for metric in metrics
         for param in ([x] if x else params)
     ]
     return {
@@ -215,12 +220,17 @@ def _plot(
 
 
 class SummarizeSweep(Callback):
-    """Hydra callback: summarise a multirun when it ends and print the best job."""
+    """Hydra callback: summarise a multirun when it ends and print the best job.
+
+    ``metrics`` / ``x`` as in :func:`summarize` (``hydra.callbacks.sweep_summary.metrics``)."""
+
+    def __init__(self, metrics: list[str] | None = None, x: str | None = None) -> None:
+        self.metrics, self.x = metrics, x
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            summary = summarize(sweep_dir)
+            summary = summarize(sweep_dir, self.metrics, self.x)
         except (FileNotFoundError, OSError, ValueError) as err:  # never fail a finished sweep
             log.warning("sweep summary skipped: %s", err)
             return
@@ -228,7 +238,7 @@ class SummarizeSweep(Callback):
         log.info("sweep summary: %s", sweep_dir / "summary.md")
         if best is not None:
             swept = [k for k in summary["params"] if k in best.overrides]
-            overrides = " ".join(f"{k}={best.overrides[k]}" for k in swept)
+            overrides = " ".join(f"{k}={best.overrides[k]}" for k in swept) or "one job"
             log.info(
                 "best job %s: %s = %.4g | %s | checkpoint: %s",
                 best.num, best.result.get("monitor"), best.value("best"), overrides,
@@ -241,7 +251,10 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     cmd = sub.add_parser("summarize", help="table + plots of a multirun directory")
     cmd.add_argument("sweep_dir", type=Path)
-    cmd.add_argument("--metric", help="key to plot, e.g. test/fid (default: the monitor)")
+    cmd.add_argument(
+        "--metric", action="append", help="key to plot, e.g. test/fid (repeatable; default: "
+        "the model's monitor)",
+    )  # fmt: skip
     cmd.add_argument("--x", help="plot against this override only, e.g. data.train_fraction")
     args = parser.parse_args(argv)
     try:

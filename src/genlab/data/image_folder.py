@@ -222,11 +222,11 @@ class ImageFolderDataModule(SplitDataModule):
         cache_dir: str | None = None,
         min_size: int = 8,
         report_dir: str | None = None,
+        samples_per_epoch: int | None = None,
     ) -> None:
         # More decoding workers than cores only adds contention (and a torch warning).
-        super().__init__(
-            batch_size, min(num_workers, os.cpu_count() or 1), pin_memory, persistent_workers
-        )
+        workers = min(num_workers, os.cpu_count() or 1)
+        super().__init__(batch_size, workers, pin_memory, persistent_workers, samples_per_epoch)
         if channels not in (1, 3):
             raise ConfigError(f"data.channels={channels} must be 1 (grey) or 3 (RGB).")
         if not 0.0 < train_fraction <= 1.0:

@@ -174,7 +174,9 @@ class MNISTDataModule(SplitDataModule):
 
     Batches are ``(images, labels)`` with images float32 ``[B, channels, image_size,
     image_size]`` in [0, 1]. ``train_fraction`` keeps a seeded subset of the training split
-    (data-scaling experiments); validation and test sets never shrink.
+    (data-scaling experiments); validation and test sets never shrink. ``samples_per_epoch``
+    fixes the epoch length (reshuffled passes over a small subset), so every fraction gets the
+    same training budget.
 
     ``binarize=true`` gives *dynamically binarized* MNIST, the benchmark of VAE likelihoods
     (Burda et al., 2016): training pixels are redrawn as Bernoulli(intensity) every time they
@@ -198,8 +200,9 @@ class MNISTDataModule(SplitDataModule):
         split_seed: int = 42,
         download: bool = True,
         binarize: bool = False,
+        samples_per_epoch: int | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, samples_per_epoch)
         if dataset not in DATASETS and dataset not in ARRAY_DATASETS:
             raise ConfigError(
                 f"data.dataset={dataset!r} is unknown: choose one of "
