@@ -47,6 +47,10 @@ TINY_NETS = {
 }
 
 
+# One short tiny GAN epoch per job: for tests of the run machinery (sweeps, notebooks).
+JOB_TINY = [*TINY, *TINY_NETS["gan"], "debug=limit", "trainer.max_epochs=1"]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _feature_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """One cache of real features per test session (shared with subprocesses), never the

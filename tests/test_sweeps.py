@@ -14,12 +14,11 @@ from genlab.errors import ConfigError
 from genlab.sweeps import collect, summarize, write_result
 from genlab.utils.config import adapt_strategy_to_launcher
 from genlab.utils.resolvers import override_tags, sweep_group
-from tests.conftest import CONF, TINY, TINY_NETS, run_script
+from tests.conftest import CONF, JOB_TINY, run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-# One short epoch per job: these tests check the sweep machinery, not the models.
-JOB = [*TINY, *TINY_NETS["gan"], "debug=limit", "trainer.max_epochs=1"]
+JOB = JOB_TINY  # these tests check the sweep machinery, not the models
 
 
 def _summary_rows(sweep_dir: Path) -> list[str]:
