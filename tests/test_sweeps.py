@@ -14,7 +14,7 @@ from genlab.errors import ConfigError
 from genlab.sweeps import collect, summarize, write_result
 from genlab.utils.config import adapt_strategy_to_launcher
 from genlab.utils.resolvers import override_tags, sweep_group
-from tests.conftest import CONF, JOB_TINY, run_script
+from tests.conftest import CONF, JOB_TINY, ROOT, run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -161,3 +161,16 @@ def test_summarize_cli_on_a_missing_directory_is_one_line(tmp_path: Path) -> Non
     result = run_script("-m", "genlab.sweeps", "summarize", str(tmp_path / "nope"))
     assert result.returncode != 0
     assert "not a directory" in result.stderr.strip().splitlines()[-1]
+
+
+def test_wandb_sweep_example_sets_real_config_keys() -> None:
+    spec = yaml.safe_load((ROOT / "sweeps" / "wandb_dcgan_mnist.yaml").read_text())
+    overrides = []
+    for key, space in spec["parameters"].items():
+        value = space.get("value", space.get("min", (space.get("values") or [None])[0]))
+        overrides.append(f"{key}={value}")
+    fixed = [a for a in spec["command"] if "=" in a and not a.startswith("$")]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[*fixed, *overrides])  # unknown keys would raise
+    assert cfg.model.optimizer.lr == 5.0e-5 and cfg.model.latent_dim == 64
+    assert spec["metric"]["name"] == cfg.model.monitor
