@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("gan", "wgan_gp", "hinge_gan", "lsgan", "vae", "beta_vae", "vaegan")
-EXPERIMENT = {"gan": "dcgan_mnist"}  # the others are <model>_mnist
+MODELS = ("gan", "gan_ema", "wgan_gp", "hinge_gan", "lsgan", "vae", "beta_vae", "vaegan")
+EXPERIMENT = {"gan": "dcgan_mnist", "gan_ema": "dcgan_ema_mnist"}  # others: <model>_mnist
 COLUMNS = (
     ("fid", "FID"),
     ("kid", "KID"),
