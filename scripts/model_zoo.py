@@ -81,10 +81,11 @@ def write_table(rows: list[dict[str, object]], out_dir: Path) -> str:
             return f"{value:.3f}"
         return f"{value:.2f}"
 
-    header = ["model", *(title for _, title in COLUMNS), "wall time (min)"]
+    header = ["model", "epochs", *(title for _, title in COLUMNS), "wall time (min)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [f"`{row['model']}`", *(cell(row[key], key) for key, _ in COLUMNS)]
+        epochs = str(row["command"]).split("trainer.max_epochs=")[1].split()[0]
+        cells = [f"`{row['model']}`", epochs, *(cell(row[key], key) for key, _ in COLUMNS)]
         lines.append("| " + " | ".join([*cells, f"{row['minutes']:.0f}"]) + " |")
     table = "\n".join(lines)
     (out_dir / "table.md").write_text(table + "\n")

@@ -29,5 +29,5 @@ def test_table_reads_test_metrics_and_wall_time(tmp_path: Path) -> None:
     assert row["val_fid_by_epoch"] == [30.5, 20.25] and row["minutes"] == 10
     assert row["command"] == "train.py experiment=vae_mnist trainer.max_epochs=2"
     table = zoo.write_table([row], tmp_path)
-    assert "| `vae` | 19.50 | - | - | - | 0.123 | 10 | 95.50 | 10 |" in table
+    assert "| `vae` | 2 | 19.50 | - | - | - | 0.123 | 10 | 95.50 | 10 |" in table
     assert (tmp_path / "table.csv").read_text().startswith("model,fid,kid")
