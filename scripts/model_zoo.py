@@ -1,6 +1,6 @@
 """Train every model recipe on MNIST with one budget and tabulate its test metrics.
 
-    python scripts/model_zoo.py --epochs 5                      # all recipes, ~2 h on 2 CPU cores
+    python scripts/model_zoo.py --epochs 5                      # all recipes, ~2.5 h on 2 CPU cores
     python scripts/model_zoo.py --epochs 20 --models hinge_gan  # one row, the full recipe
     python scripts/model_zoo.py --epochs 5 --table-only         # rebuild the table from runs
 
