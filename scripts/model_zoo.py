@@ -3,6 +3,8 @@
     python scripts/model_zoo.py --epochs 5                      # all recipes, ~2.5 h on 2 CPU cores
     python scripts/model_zoo.py --epochs 20 --models hinge_gan  # one row, the full recipe
     python scripts/model_zoo.py --epochs 5 --table-only         # rebuild the table from runs
+    python scripts/model_zoo.py --epochs 2 trainer.limit_test_batches=16 --models beta_vae
+                                        # train.py overrides for every run go before --models
 
 Each row is ``python train.py experiment=<model>_mnist trainer.max_epochs=<epochs>`` run in
 ``outputs/zoo/e<epochs>/<model>/``; its own ``trainer.test`` on the best checkpoint (by the
