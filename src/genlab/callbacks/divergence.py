@@ -44,8 +44,13 @@ class DivergenceGuard(Callback):
         ]
         if not grads:
             return
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        # One fused kernel per device instead of a norm per tensor: this runs every step.
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         if torch.isfinite(norm) and norm <= self.max_grad_norm:
+            return
+        if not torch.isfinite(norm) and getattr(trainer.precision_plugin, "scaler", None):
+            # 16-mixed: the GradScaler skips this step and lowers its scale; that is how it
+            # calibrates, not a divergence (a NaN *loss* is still caught by the model).
             return
         losses = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items()
                   if k.startswith("train/")}  # fmt: skip

@@ -31,6 +31,8 @@ class GenerativeModel(pl.LightningModule):
         monitor_mode: str,
         scheduler: SchedulerFactory | None = None,
         gradient_clip_val: float | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if monitor_mode not in ("min", "max"):
@@ -41,6 +43,8 @@ class GenerativeModel(pl.LightningModule):
         self.monitor_mode = monitor_mode
         self.scheduler_factory = scheduler
         self.gradient_clip_val = gradient_clip_val
+        self.compile_nets, self.channels_last = compile, channels_last
+        self._nets_configured = False
 
     # --- sampling interface -------------------------------------------------------------------
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -61,6 +65,26 @@ class GenerativeModel(pl.LightningModule):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` images in [0, 1]; the same ``generator`` seed gives the same images."""
         return self.generate(self.noise(n, generator)).clamp(0, 1)
+
+    # --- speed options ------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """``compile`` / ``channels_last`` act on each net (G, D, encoder, ...), never on the
+        LightningModule: ``toggle_optimizer`` flips ``requires_grad`` on the module's parameters
+        twice per step, which would invalidate a graph of the whole training step. In-place
+        ``nn.Module.compile`` keeps the state-dict keys, so checkpoints load either way."""
+        if self._nets_configured:  # Lightning calls this again for test/validate
+            return
+        self._nets_configured = True
+        for net in self.children():
+            if self.channels_last:  # NHWC: faster convolutions on tensor cores and oneDNN
+                net.to(memory_format=torch.channels_last)
+            if self.compile_nets:
+                net.compile()
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.channels_last and isinstance(batch, (list, tuple)) and batch[0].dim() == 4:
+            return (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
+        return batch
 
     # --- optimisation helpers -----------------------------------------------------------------
     def _with_schedulers(self, optimizers: list[torch.optim.Optimizer]) -> list[dict]:
@@ -93,13 +117,18 @@ class GenerativeModel(pl.LightningModule):
                 scheduler.step()
 
     def backward_and_step(self, loss: torch.Tensor, optimizer, name: str) -> None:
-        """zero_grad -> backward -> (clip) -> step, after refusing a non-finite loss."""
+        """zero_grad -> backward -> step (clipping in between, see below), after refusing a
+        non-finite loss."""
         self.check_finite(loss, name)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        optimizer.step()
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Clip here, inside optimizer.step(): under 16-mixed the precision plugin unscales the
+        # gradients just before this hook, so clipping earlier would clip the scaled norm.
         if self.gradient_clip_val:
             self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val)
-        optimizer.step()
 
     def check_finite(self, loss: torch.Tensor, name: str) -> None:
         """Stop with advice on a NaN/Inf loss, before it reaches the weights."""

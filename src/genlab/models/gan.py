@@ -42,6 +42,8 @@ class GAN(GenerativeModel):
         n_critic: int = 1,
         scheduler: SchedulerFactory | None = None,
         gradient_clip_val: float | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
         monitor: str = "val/fid",
         monitor_mode: str = "min",
         gradient_penalty: float = 0.0,
@@ -52,7 +54,9 @@ class GAN(GenerativeModel):
         ema_decay: float | None = None,
         diffaugment: list[str] | tuple[str, ...] = (),
     ) -> None:
-        super().__init__(latent_dim, monitor, monitor_mode, scheduler, gradient_clip_val)
+        super().__init__(
+            latent_dim, monitor, monitor_mode, scheduler, gradient_clip_val, compile, channels_last
+        )
         if loss not in GAN_LOSSES:
             raise ConfigError(
                 f"model.loss={loss!r} is unknown: choose one of {sorted(GAN_LOSSES)}."

@@ -61,6 +61,8 @@ class VAE(GenerativeModel):
         beta: float = 1.0,
         scheduler: SchedulerFactory | None = None,
         gradient_clip_val: float | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
         monitor: str = "val/elbo",
         monitor_mode: str = "max",
         iwae_samples_val: int = 10,
@@ -69,7 +71,9 @@ class VAE(GenerativeModel):
         kl_warmup_epochs: float = 0.0,
         free_bits: float = 0.0,
     ) -> None:
-        super().__init__(latent_dim, monitor, monitor_mode, scheduler, gradient_clip_val)
+        super().__init__(
+            latent_dim, monitor, monitor_mode, scheduler, gradient_clip_val, compile, channels_last
+        )
         if likelihood not in LIKELIHOODS:
             raise ConfigError(f"model.likelihood={likelihood!r}: choose one of {LIKELIHOODS}.")
         if kl_schedule not in KL_SCHEDULES:

@@ -38,10 +38,14 @@ class VAEGAN(GenerativeModel):
         gamma: float = 1.0,
         scheduler: SchedulerFactory | None = None,
         gradient_clip_val: float | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
         monitor: str = "val/fid",
         monitor_mode: str = "min",
     ) -> None:
-        super().__init__(latent_dim, monitor, monitor_mode, scheduler, gradient_clip_val)
+        super().__init__(
+            latent_dim, monitor, monitor_mode, scheduler, gradient_clip_val, compile, channels_last
+        )
         if not hasattr(discriminator, "features"):
             raise ConfigError(
                 "model.discriminator must expose features(x) (genlab.nets.conv.ConvEncoder does)."
