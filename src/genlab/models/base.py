@@ -76,15 +76,11 @@ class GenerativeModel(pl.LightningModule):
             return
         self._nets_configured = True
         for net in self.children():
-            if self.channels_last:  # NHWC: faster convolutions on tensor cores and oneDNN
+            if self.channels_last:  # NHWC: faster convolutions on tensor cores and oneDNN.
+                # Batches need no conversion: a conv with NHWC weights returns NHWC outputs.
                 net.to(memory_format=torch.channels_last)
             if self.compile_nets:
                 net.compile()
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.channels_last and isinstance(batch, (list, tuple)) and batch[0].dim() == 4:
-            return (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
-        return batch
 
     # --- optimisation helpers -----------------------------------------------------------------
     def _with_schedulers(self, optimizers: list[torch.optim.Optimizer]) -> list[dict]:
