@@ -211,7 +211,7 @@ class ImageFolderDataModule(SplitDataModule):
         channels: int = 3,
         batch_size: int = 64,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | str = "auto",
         persistent_workers: bool = False,
         val_fraction: float = 0.05,
         train_fraction: float = 1.0,

@@ -176,7 +176,8 @@ class MNISTDataModule(SplitDataModule):
     image_size]`` in [0, 1]. ``train_fraction`` keeps a seeded subset of the training split
     (data-scaling experiments); validation and test sets never shrink. ``samples_per_epoch``
     fixes the epoch length (reshuffled passes over a small subset), so every fraction gets the
-    same training budget.
+    same training budget. ``on_device`` keeps the uint8 set on the training device and draws
+    batches there (``genlab.data.device_batches``): no DataLoader, no host-to-device copies.
 
     ``binarize=true`` gives *dynamically binarized* MNIST, the benchmark of VAE likelihoods
     (Burda et al., 2016): training pixels are redrawn as Bernoulli(intensity) every time they
@@ -190,7 +191,7 @@ class MNISTDataModule(SplitDataModule):
         dataset: str = "mnist",
         batch_size: int = 128,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | str = "auto",
         persistent_workers: bool = False,
         train_fraction: float = 1.0,
         val_size: int = 5000,
@@ -201,8 +202,11 @@ class MNISTDataModule(SplitDataModule):
         download: bool = True,
         binarize: bool = False,
         samples_per_epoch: int | None = None,
+        on_device: bool = False,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, samples_per_epoch)
+        super().__init__(
+            batch_size, num_workers, pin_memory, persistent_workers, samples_per_epoch, on_device
+        )
         if dataset not in DATASETS and dataset not in ARRAY_DATASETS:
             raise ConfigError(
                 f"data.dataset={dataset!r} is unknown: choose one of "

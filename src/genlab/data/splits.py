@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from genlab.data.device_batches import DeviceBatches
 from genlab.errors import ConfigError
 
 
@@ -15,9 +17,10 @@ class SplitDataModule(pl.LightningDataModule):
         self,
         batch_size: int,
         num_workers: int,
-        pin_memory: bool,
+        pin_memory: bool | str,
         persistent_workers: bool,
         samples_per_epoch: int | None = None,
+        on_device: bool = False,
     ) -> None:
         super().__init__()
         if samples_per_epoch is not None and samples_per_epoch < batch_size:
@@ -26,12 +29,17 @@ class SplitDataModule(pl.LightningDataModule):
                 f"{batch_size}: an epoch would hold no full batch. Use null (the whole set) or "
                 "a larger number."
             )
+        if pin_memory == "auto":  # pinned pages only pay off when batches go to a GPU
+            pin_memory = torch.cuda.is_available()
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.samples_per_epoch = samples_per_epoch
+        self.on_device = on_device
         self.train_set = self.val_set = self.test_set = None
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader | DeviceBatches:
+        if self.on_device:
+            return self._device_batches(dataset, shuffle)
         # samples_per_epoch: a fixed epoch length whatever the set's size (reshuffled passes),
         # so runs on 1% and 100% of the data get the same number of updates and validations.
         sampler = None
@@ -48,6 +56,33 @@ class SplitDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+        )
+
+    def _device_batches(self, dataset: Dataset, shuffle: bool) -> DeviceBatches:
+        images = getattr(dataset, "images", None)
+        if getattr(images, "dtype", None) != torch.uint8 or getattr(dataset, "transform", None):
+            raise ConfigError(
+                f"data.on_device=true needs an in-memory uint8 set without torchvision "
+                f"transforms; {type(self).__name__} with these settings gives "
+                f"{type(dataset).__name__}. Use data=mnist (or its look-alikes, cifar10) with "
+                "augment=false|true, or data.on_device=false."
+            )
+        trainer = self.trainer
+        size = self.samples_per_epoch if shuffle and self.samples_per_epoch else len(dataset)
+        return DeviceBatches(
+            images,
+            dataset.labels,
+            self.batch_size,
+            device=trainer.strategy.root_device if trainer else "cpu",
+            shuffle=shuffle,
+            drop_last=shuffle and size > self.batch_size,
+            num_samples=size,
+            channels=dataset.channels,
+            shift=dataset.shift if shuffle else 0,
+            binarize=dataset.binarize if shuffle else False,
+            seed=torch.initial_seed(),  # seed_everything's seed: the same on every DDP rank
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
         )
 
     def train_dataloader(self) -> DataLoader:
