@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from genlab.callbacks.config import WANDB_ID_KEY, StoreConfigInCheckpoint
 from genlab.sweeps import write_result
@@ -54,7 +55,8 @@ def run(cfg: DictConfig) -> float | None:
     finally:
         result["seconds"] = round(time.perf_counter() - start, 1)
         try:
-            write_result(cfg.paths.output_dir, result)
+            if rank_zero_only.rank == 0:  # DDP ranks share the run directory: one writer
+                write_result(cfg.paths.output_dir, result)
         except Exception as err:  # never hide the run's own outcome behind this one
             log.warning("could not write result.json: %s", err)
 
