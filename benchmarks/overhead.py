@@ -95,10 +95,12 @@ def gan_step(model, opts, x: torch.Tensor) -> None:
     opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
     opt_d.step()
+    discriminator.requires_grad_(False)  # G's step needs no gradients for D's weights
     g_loss = F.softplus(-discriminator(fake)).mean()
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     opt_g.step()
+    discriminator.requires_grad_(True)
 
 
 def vae_step(model, opts, x: torch.Tensor) -> None:

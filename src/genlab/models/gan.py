@@ -122,6 +122,7 @@ class GAN(GenerativeModel):
         opt_g, opt_d = self.optimizers()
         real = batch[0] * 2 - 1  # [0, 1] -> the generator's [-1, 1]
         g_step = (batch_idx + 1) % self.n_critic == 0
+        log = self.logging_step(batch_idx)
         # Drawn before the D step, while G's parameters still require grad, so the G step can
         # reuse it. On D-only batches (n_critic > 1) no graph through G is needed.
         with torch.set_grad_enabled(g_step):
@@ -133,10 +134,12 @@ class GAN(GenerativeModel):
         real_logits = self.discriminator(real_in)
         fake_logits = self.discriminator(fake_in)
         d_loss = self.d_loss_fn(real_logits, fake_logits, **self.d_loss_kwargs)
-        self._log_discriminator("train", d_loss, real_logits, fake_logits)
+        if log:
+            self._log_discriminator("train", d_loss, real_logits, fake_logits)
         if self.gp_weight:
             gp = gradient_penalty(self.discriminator, real_in, fake_in, self.gp_weight)
-            self.log("train/gradient_penalty", gp)
+            if log:
+                self.log("train/gradient_penalty", gp)
             d_loss = d_loss + gp
         if self.r1_gamma and batch_idx % self.r1_every == 0:
             # Lazy regularisation: every r1_every batches, scaled up to keep its average weight.
@@ -154,7 +157,8 @@ class GAN(GenerativeModel):
             self.untoggle_optimizer(opt_g)
             if self.generator_ema is not None:
                 self.update_ema()
-            # on_epoch too: with n_critic > 1 the per-step value is logged only every few batches
+            # Every G step, with its epoch mean: with n_critic > 1 a logging step may be a
+            # D-only batch, so this one cannot wait for logging_step.
             self.log("train/g_loss", g_loss, prog_bar=True, on_epoch=True)
 
     def _log_discriminator(self, stage, d_loss, real_logits, fake_logits) -> None:

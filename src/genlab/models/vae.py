@@ -181,6 +181,8 @@ class VAE(GenerativeModel):
         log_px, kl, (mu, logvar) = self.elbo_terms(x)
         weight = self.kl_weight(batch_idx) if stage == "train" else self.beta
         loss = -log_px.mean() + weight * self.kl_penalty(mu, logvar)
+        if stage == "train" and not self.logging_step(batch_idx):
+            return loss
         if stage == "train" and self.kl_schedule != "constant":
             self.log("train/kl_weight", weight)
         # Training: per-step values. Validation/test: epoch means, averaged over DDP ranks.

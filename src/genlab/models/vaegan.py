@@ -116,13 +116,12 @@ class VAEGAN(GenerativeModel):
         self.manual_backward(enc_loss)
         for p, grad in zip(self.decoder.parameters(), dec_grads, strict=True):
             p.grad = grad  # enc_loss must not move the decoder
-        if self.gradient_clip_val:
-            self.clip_gradients(opt_e, gradient_clip_val=self.gradient_clip_val)
-            self.clip_gradients(opt_g, gradient_clip_val=self.gradient_clip_val)
-        opt_e.step()
+        opt_e.step()  # each step clips first (GenerativeModel.on_before_optimizer_step)
         opt_g.step()
         self.discriminator.requires_grad_(True)
 
+        if not self.logging_step(batch_idx):
+            return
         self.log_dict({"train/d_loss": d_loss, "train/kl": kl, "train/feature_loss": feature_loss,
                        "train/adversarial": adversarial}, prog_bar=False)  # fmt: skip
         self.log("train/d_real_acc", (real_logits > 0).float().mean())
