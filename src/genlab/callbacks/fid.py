@@ -4,7 +4,8 @@
 
 After every ``every_n_epochs``-th validation epoch, ``num_samples`` seeded samples are scored
 against the validation split (real features cached on disk, see ``metrics/feature_sets.py``)
-and ``val/fid``, ``val/kid`` and ``val/fid_seconds`` (the cost) are logged. During
+and ``val/fid`` (plus ``val/kid`` etc. when listed in ``metrics``) and ``val/fid_seconds`` (the
+cost) are logged. During
 ``trainer.test`` the ``test_metrics`` are computed on ``test_num_samples`` samples against the
 test split. The same seed every epoch means epochs are compared on the same latents.
 """
