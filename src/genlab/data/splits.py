@@ -10,6 +10,10 @@ from genlab.data.device_batches import DeviceBatches
 from genlab.errors import ConfigError
 
 
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 class SplitDataModule(pl.LightningDataModule):
     """Subclasses fill ``train_set``, ``val_set`` and ``test_set`` in ``setup``."""
 
@@ -73,7 +77,8 @@ class SplitDataModule(pl.LightningDataModule):
             images,
             dataset.labels,
             self.batch_size,
-            device=trainer.strategy.root_device if trainer else "cpu",
+            # Outside a Trainer (a plain loop): the GPU when there is one.
+            device=trainer.strategy.root_device if trainer else default_device(),
             shuffle=shuffle,
             drop_last=shuffle and size > self.batch_size,
             num_samples=size,
