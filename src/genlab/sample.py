@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from torchvision.utils import save_image
 
 from genlab.errors import ConfigError
+from genlab.utils.atomic import atomic_path
 from genlab.utils.checkpoint import load_model
 
 log = logging.getLogger(__name__)
@@ -90,13 +91,13 @@ def run(cfg: DictConfig) -> Path:
         samples, nrow = interpolate(model, cfg.n, steps, cfg.seed), steps
     else:
         samples, nrow = draw(model, cfg.n, cfg.seed, cfg.batch_size), max(1, int(cfg.n**0.5))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npy":
-        np.save(out, samples.numpy().astype(np.float32))
-    elif out.suffix == ".pt":
-        torch.save(samples, out)
-    else:
-        save_image(samples, out, nrow=nrow)
+    with atomic_path(out) as tmp:  # a killed job leaves no half-written sample file
+        if out.suffix == ".npy":
+            np.save(tmp, samples.numpy().astype(np.float32))
+        elif out.suffix == ".pt":
+            torch.save(samples, tmp)
+        else:
+            save_image(samples, tmp, nrow=nrow)
     log.info(
         "wrote %d samples %s in [%.3f, %.3f] to %s (%.1fs on %s)",
         len(samples),

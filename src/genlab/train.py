@@ -3,11 +3,13 @@
 python train.py                                   # DCGAN on MNIST, CSV logs
 python train.py model=vae trainer=gpu logger=wandb
 python train.py -m model.optimizer.lr=1e-4,2e-4   # one run directory per job
+python train.py resume=outputs/train/runs/<time>   # continue a stopped run exactly
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import time
 
 import pytorch_lightning as pl
@@ -15,9 +17,11 @@ from omegaconf import DictConfig, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from genlab.callbacks.config import WANDB_ID_KEY, StoreConfigInCheckpoint
 from genlab.sweeps import write_result
+from genlab.utils.atomic import AtomicCheckpointIO
 from genlab.utils.checkpoint import read_checkpoint
 from genlab.utils.config import (
     adapt_strategy_to_launcher,
@@ -27,6 +31,8 @@ from genlab.utils.config import (
     to_dict,
     validate,
 )
+from genlab.utils.resume import resume_config
+from genlab.utils.run_dir import write_run_info
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,8 @@ def run(cfg: DictConfig) -> float | None:
     the run directory gets a ``result.json`` (status, best score and checkpoint, final metrics,
     or the error) that ``python -m genlab.sweeps summarize`` reads back.
     """
+    if cfg.get("resume"):
+        cfg = resume_config(cfg, _command_line_overrides())
     model_cfg = cfg.get("model") or {}
     result = {
         "status": "failed",
@@ -49,6 +57,12 @@ def run(cfg: DictConfig) -> float | None:
         score = _fit_and_test(cfg, result)
         result["status"] = "ok"
         return score
+    except SIGTERMException as err:  # stopped by a signal after writing last.ckpt
+        result["status"] = "interrupted"
+        result["error"] = "SIGTERM: resume with python train.py resume=<this run's directory>"
+        # 128 + SIGTERM, as if the signal had ended the process: schedulers (SLURM) and shells
+        # then see a stop, not a success. (Lightning's own exception would exit with 0.)
+        raise SystemExit(128 + signal.SIGTERM) from err
     except BaseException as err:  # KeyboardInterrupt too: the summary shows why a job stopped
         result["error"] = f"{type(err).__name__}: {err}"
         raise
@@ -67,6 +81,8 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
     adapt_strategy_to_launcher(cfg)
     resume_wandb_run(cfg)
     pl.seed_everything(cfg.seed, workers=True)
+    if rank_zero_only.rank == 0:
+        write_run_info(cfg.paths.output_dir, cfg.paths.root_dir)
 
     datamodule: pl.LightningDataModule = instantiate_group(cfg, "data")
     model = instantiate_group(cfg, "model")
@@ -78,7 +94,13 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
     for logger in loggers:
         logger.log_hyperparams(resolved)
     trainer: pl.Trainer = instantiate_group(
-        cfg, "trainer", callbacks=callbacks, logger=loggers or False
+        cfg,
+        "trainer",
+        callbacks=callbacks,
+        logger=loggers or False,
+        # Checkpoints written to a temporary name, then renamed: a kill mid-write never
+        # leaves a truncated last.ckpt. (A user's own trainer.plugins replace this.)
+        **({} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}),
     )
 
     failed = True
@@ -105,6 +127,12 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
             if isinstance(logger, WandbLogger):
                 logger.experiment.finish(exit_code=int(failed))
     return score
+
+
+def _command_line_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def resume_wandb_run(cfg: DictConfig) -> None:

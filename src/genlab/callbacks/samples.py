@@ -10,6 +10,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
 from genlab.errors import ConfigError
+from genlab.utils.atomic import atomic_path
 
 
 class SampleGrid(pl.Callback):
@@ -67,8 +68,12 @@ class SampleGrid(pl.Callback):
         grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=self.nrow, padding=2)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         short = "samples" if name == "samples" else "recon"
-        save_image(grid, self.dirpath / f"{short}_epoch={epoch:03d}.png")
-        save_image(grid, self.dirpath / f"{short}_last.png")
+        for path in (
+            self.dirpath / f"{short}_epoch={epoch:03d}.png",
+            self.dirpath / f"{short}_last.png",
+        ):
+            with atomic_path(path) as tmp:
+                save_image(grid, tmp)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 hwc = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()

@@ -11,10 +11,12 @@ dynamic binarisation all happen on the device too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+
+from genlab.data.resumable import item_seed
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -65,6 +67,7 @@ class DeviceBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        progress: Callable[[], int] | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.images = images.to(self.device)
@@ -76,6 +79,8 @@ class DeviceBatches:
         # Lightning inspects these like a DataLoader's: it calls sampler.set_epoch before each
         # epoch (a resumed run draws the order the interrupted one would have drawn).
         self.sampler, self.batch_sampler = EpochCounter(), None
+        self.pass_epoch, self.start = 0, 0
+        self.progress = progress  # batches of this epoch trained on (for checkpoints)
 
     def _per_rank(self) -> int:
         return -(-self.num_samples // self.world_size)  # ceil: every rank gets as many
@@ -100,14 +105,31 @@ class DeviceBatches:
         return order[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator(device=self.device).manual_seed(self.seed + self.sampler.epoch)
-        self.sampler.epoch += 1  # outside Lightning, the next pass gets a new order too
-        order = self._order(generator)
-        for i in range(len(self)):
+        epoch, start = self.sampler.epoch, self.start
+        # Outside Lightning (no set_epoch), the next pass gets a new order too.
+        self.pass_epoch, self.sampler.epoch, self.start = epoch, epoch + 1, 0
+        order = self._order(torch.Generator(device=self.device).manual_seed(self.seed + epoch))
+        for i in range(start, len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             images = self.images[index].float().div_(255.0)
-            if self.binarize:
-                images = torch.bernoulli(images, generator=generator)
-            if self.shift:
-                images = random_shift(images, self.shift, generator)
+            if self.binarize or self.shift:
+                # Per batch, from (seed, epoch, batch): a resumed epoch redraws the same.
+                generator = torch.Generator(device=self.device)
+                generator.manual_seed(item_seed(self.seed, epoch, i))
+                if self.binarize:
+                    images = torch.bernoulli(images, generator=generator)
+                if self.shift:
+                    images = random_shift(images, self.shift, generator)
             yield images.expand(-1, self.channels, -1, -1), self.labels[index]
+
+    # Lightning checkpoints a loader with these two methods (see genlab.data.resumable).
+    def state_dict(self) -> dict[str, int]:
+        batches = self.progress() if self.progress is not None else 0
+        return {"epoch": self.pass_epoch, "batches": batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, batches = state["epoch"], state["batches"]
+        if batches >= len(self):  # saved on the epoch's last batch: the next epoch starts fresh
+            epoch, batches = epoch + 1, 0
+        self.sampler.set_epoch(epoch)
+        self.start = batches

@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from genlab.data.device_batches import DeviceBatches
+from genlab.data.resumable import ResumableLoader
 from genlab.errors import ConfigError
 
 
@@ -46,21 +47,38 @@ class SplitDataModule(pl.LightningDataModule):
             return self._device_batches(dataset, shuffle)
         # samples_per_epoch: a fixed epoch length whatever the set's size (reshuffled passes),
         # so runs on 1% and 100% of the data get the same number of updates and validations.
+        size = self.samples_per_epoch if shuffle and self.samples_per_epoch else len(dataset)
+        common = {
+            "batch_size": self.batch_size,
+            # Full training batches keep BatchNorm statistics sane (unless the set is tiny).
+            "drop_last": shuffle and size > self.batch_size,
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers,
+        }
+        trainer = self.trainer
+        if shuffle and (trainer is None or trainer.world_size == 1):
+            # Resumable mid-epoch, batch for batch. (Under DDP Lightning swaps in its own
+            # distributed sampler: resume there from an end-of-epoch last.ckpt.)
+            loader = ResumableLoader(
+                dataset,
+                seed=torch.initial_seed(),  # seed_everything's seed
+                num_samples=size,
+                progress=self._batches_trained if trainer is not None else None,
+                **common,
+            )
+            # The first pass is drawn before Lightning calls set_epoch: start at the epoch a
+            # resumed run is in, not at 0.
+            loader.sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
+            return loader
         sampler = None
         if shuffle and self.samples_per_epoch:
             sampler = RandomSampler(dataset, num_samples=self.samples_per_epoch)
-        size = len(sampler) if sampler is not None else len(dataset)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
-            # Full training batches keep BatchNorm statistics sane (unless the set is tiny).
-            drop_last=shuffle and size > self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-        )
+        return DataLoader(dataset, shuffle=shuffle and sampler is None, sampler=sampler, **common)
+
+    def _batches_trained(self) -> int:
+        """Batches of the current epoch the training step has finished (for checkpoints)."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _device_batches(self, dataset: Dataset, shuffle: bool) -> DeviceBatches:
         images = getattr(dataset, "images", None)
@@ -73,7 +91,7 @@ class SplitDataModule(pl.LightningDataModule):
             )
         trainer = self.trainer
         size = self.samples_per_epoch if shuffle and self.samples_per_epoch else len(dataset)
-        return DeviceBatches(
+        batches = DeviceBatches(
             images,
             dataset.labels,
             self.batch_size,
@@ -88,7 +106,11 @@ class SplitDataModule(pl.LightningDataModule):
             seed=torch.initial_seed(),  # seed_everything's seed: the same on every DDP rank
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
+            progress=self._batches_trained if trainer is not None and shuffle else None,
         )
+        if trainer is not None:  # the first pass is drawn before Lightning calls set_epoch
+            batches.sampler.set_epoch(trainer.current_epoch)
+        return batches
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

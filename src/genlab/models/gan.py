@@ -157,9 +157,10 @@ class GAN(GenerativeModel):
             self.untoggle_optimizer(opt_g)
             if self.generator_ema is not None:
                 self.update_ema()
-            # Every G step, with its epoch mean: with n_critic > 1 a logging step may be a
-            # D-only batch, so this one cannot wait for logging_step.
-            self.log("train/g_loss", g_loss, prog_bar=True, on_epoch=True)
+            # Every G step: with n_critic > 1 a logging step may be a D-only batch, so this one
+            # cannot wait for logging_step. Per step only: an epoch mean accumulated inside
+            # Lightning would not survive a mid-epoch resume.
+            self.log("train/g_loss", g_loss, prog_bar=True)
 
     def _log_discriminator(self, stage, d_loss, real_logits, fake_logits) -> None:
         # Training: per-step values. Validation/test: epoch means, averaged over DDP ranks.

@@ -1,0 +1,61 @@
+"""``python train.py resume=<run dir>``: continue a run with its own config, in its own folder.
+
+    python train.py resume=outputs/train/runs/2026-11-29_15-30-00
+    python train.py resume=outputs/train/runs/2026-11-29_15-30-00 trainer.max_epochs=20  # longer
+
+The config comes from the run's ``last.ckpt`` (every checkpoint carries the resolved config), so
+the original overrides need not be repeated; ``key=value`` overrides on the resume command are
+applied on top. Checkpoints, ``metrics.csv`` and samples continue in the original run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from genlab.callbacks.config import CONFIG_KEY
+from genlab.errors import ConfigError
+from genlab.utils.checkpoint import read_checkpoint
+
+log = logging.getLogger(__name__)
+
+# Keys of the resume command that are not settings of the resumed run.
+_NOT_CARRIED = ("resume", "ckpt_path", "hydra.")
+
+
+def last_checkpoint(resume: str | Path) -> Path:
+    """``resume`` may name the run directory, its checkpoints/ folder or a checkpoint file."""
+    path = Path(resume)
+    for candidate in (path, path / "last.ckpt", path / "checkpoints" / "last.ckpt"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"resume={resume}: no checkpoint there. Give a run directory holding "
+        "checkpoints/last.ckpt (outputs/train/runs/<time>), or the .ckpt file itself."
+    )
+
+
+def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The config to continue ``cfg.resume`` with: the run's stored config + ``overrides``."""
+    ckpt = last_checkpoint(cfg.resume)
+    resumed = OmegaConf.create(read_checkpoint(ckpt)[CONFIG_KEY])
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if key.startswith(_NOT_CARRIED):
+            continue
+        if isinstance(OmegaConf.select(resumed, key), DictConfig):
+            raise ConfigError(
+                f"{key}={override.value()} changes a config group, which a resumed run cannot: "
+                "its nets and optimizers are in the checkpoint. Start a new run instead, or "
+                f"override single keys ({key}.<name>=...)."
+            )
+        OmegaConf.update(resumed, key, override.value(), force_add=True)
+    with open_dict(resumed):
+        resumed.ckpt_path = str(ckpt)
+        resumed.resume = None
+    log.info("resuming %s in %s", ckpt, resumed.paths.output_dir)
+    return resumed
