@@ -44,7 +44,7 @@ def test_sigterm_mid_epoch_then_resume_is_bit_exact(make_cfg, tmp_path: Path, mo
     stopped = make_cfg(
         f"model={model}",
         *SHORT,
-        "+callbacks.sigterm._target_=tests.resume_helpers.SigtermAt",
+        "+callbacks.sigterm._target_=tests.fault_injection.SigtermAt",
         "+callbacks.sigterm.epoch=1",
         "+callbacks.sigterm.batch=2",
     )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
+
+import pytest
 
 from genlab.train import run
 
@@ -37,3 +41,30 @@ def test_resuming_a_checkpoint_continues_the_same_wandb_run(make_cfg, tmp_path: 
     (resumed,) = (tmp_path / "resumed" / "wandb").glob("offline-run-*")
     assert resumed.name.rsplit("-", 1)[1] == run_id
     assert second.logger.wandb.id == run_id
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({}, "no W&B credentials"),
+        # A key but a server that refuses connections (nothing listens on port 9 here).
+        ({"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}, "cannot reach"),
+    ],
+)
+def test_online_wandb_without_key_or_network_falls_back_to_offline(
+    make_cfg, monkeypatch, tmp_path: Path, caplog, env: dict, reason: str
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cfg = make_cfg("logger=wandb", "debug=fast", "test=false")
+    start = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="genlab"):
+        run(cfg)
+    assert time.perf_counter() - start < 120  # never the 90 s wandb.init timeout + a hang
+    warnings = [r.getMessage() for r in caplog.records if "logging offline" in r.getMessage()]
+    assert len(warnings) == 1 and reason in warnings[0], warnings
+    assert list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))

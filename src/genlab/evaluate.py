@@ -94,6 +94,21 @@ def _check_metrics(names: list[str]) -> None:
         raise ConfigError(f"metrics={names}: unknown {unknown}; choose from {list(METRICS)}.")
 
 
+def _check_model_metrics(names: list[str], model: pl.LightningModule, path: str) -> None:
+    """Inapplicable model metrics are skipped when others run (the default list has them
+    all); asked for alone, e.g. ``metrics=[nll]`` on a GAN, they are an error."""
+    runnable = [
+        m for m in names if m in SAMPLE_METRICS or isinstance(model, MODEL_METRICS.get(m, ()))
+    ]
+    if not runnable:
+        needs = ", ".join(f"{m} needs a {MODEL_METRICS[m].__name__}" for m in names)
+        raise ConfigError(
+            f"metrics={names} cannot be computed for {path}, a {type(model).__name__} checkpoint: "
+            f"{needs}. Pass a checkpoint of that model type, or ask for sample metrics "
+            "(fid, kid, is, pr, coverage), which work for every model."
+        )
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     names = list(cfg.metrics)
     _check_metrics(names)
@@ -106,6 +121,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         source = {"samples": str(cfg.samples)}
     elif cfg.get("ckpt_path"):
         model, train_cfg = load_model(cfg.ckpt_path)
+        _check_model_metrics(names, model, cfg.ckpt_path)
         shape = {k: train_cfg.data[k] for k in ("image_size", "channels")}
         source = {"ckpt_path": str(cfg.ckpt_path)}
     else:

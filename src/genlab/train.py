@@ -26,6 +26,7 @@ from genlab.utils.checkpoint import read_checkpoint
 from genlab.utils.config import (
     adapt_strategy_to_launcher,
     apply_extras,
+    fall_back_to_offline_wandb,
     instantiate_group,
     instantiate_list,
     to_dict,
@@ -78,6 +79,7 @@ def run(cfg: DictConfig) -> float | None:
 def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
     validate(cfg)  # before any data is touched: config mistakes cost seconds
     apply_extras(cfg)
+    fall_back_to_offline_wandb(cfg.get("logger"))
     adapt_strategy_to_launcher(cfg)
     resume_wandb_run(cfg)
     pl.seed_everything(cfg.seed, workers=True)

@@ -48,6 +48,13 @@ class SplitDataModule(pl.LightningDataModule):
         # samples_per_epoch: a fixed epoch length whatever the set's size (reshuffled passes),
         # so runs on 1% and 100% of the data get the same number of updates and validations.
         size = self.samples_per_epoch if shuffle and self.samples_per_epoch else len(dataset)
+        if shuffle and size < self.batch_size:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is larger than the {size} training images "
+                f"{type(self).__name__} holds with these settings: an epoch would be one partial "
+                f"batch (no full batch to drop_last to). Lower data.batch_size to {size} or "
+                "less, use more data (data.train_fraction), or set data.samples_per_epoch."
+            )
         common = {
             "batch_size": self.batch_size,
             # Full training batches keep BatchNorm statistics sane (unless the set is tiny).

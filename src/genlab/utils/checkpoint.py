@@ -26,7 +26,19 @@ def read_checkpoint(path: str | Path) -> dict:
             f"checkpoint {path} does not exist. Runs keep them in "
             "outputs/train/runs/<time>/checkpoints/ (last.ckpt and the best on model.monitor)."
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data
+    except Exception as err:  # truncated, not a torch file, or pickled objects we won't run
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({type(err).__name__}: {str(err).splitlines()[0]}). "
+            "It is truncated, corrupt or not a PyTorch checkpoint. Use another one from the "
+            "run's checkpoints/ folder (last.ckpt or the best epochNNN.ckpt)."
+        ) from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{path} is a PyTorch file but not a Lightning checkpoint (no 'state_dict'): pass a "
+            ".ckpt written by train.py (outputs/train/runs/<time>/checkpoints/)."
+        )
     if CONFIG_KEY not in ckpt:
         raise CheckpointError(
             f"{path} has no '{CONFIG_KEY}' entry: it was not written by genlab's train.py, so "

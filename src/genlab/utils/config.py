@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import netrc
 import os
+import socket
+import sys
+import types
+import typing
 import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from genlab.errors import ConfigError, GenlabError
 
@@ -54,7 +60,134 @@ def validate(cfg: DictConfig) -> None:
             f"model.monitor_mode={cfg.model.get('monitor_mode')!r}: choose 'min' or 'max'."
         )
     check_accelerator(cfg.trainer)
-    check_wandb_login(cfg.get("logger"))
+    for group in ("data", "model", "trainer"):
+        check_types(cfg[group], group)
+    check_nets_match_data(cfg)
+
+
+_SCALARS = (int, float, bool, str, type(None))
+
+
+def _hint_leaves(hint: Any) -> list[Any] | None:
+    """The alternatives of a type hint (``int | None`` -> [int, None]); None when it cannot
+    be judged from the config value alone (classes, callables, containers of those)."""
+    if hint is Any:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        leaves: list[Any] = []
+        for arg in typing.get_args(hint):
+            sub = _hint_leaves(arg)
+            if sub is None:
+                return None
+            leaves += sub
+        return leaves
+    if origin is typing.Literal:
+        return [("literal", typing.get_args(hint))]
+    if hint in _SCALARS or hint is torch.Tensor:
+        return [hint]
+    return None
+
+
+def _accepts(leaves: list[Any], value: Any) -> bool:
+    for leaf in leaves:
+        if isinstance(leaf, tuple):
+            if value in leaf[1]:
+                return True
+        elif leaf is torch.Tensor or leaf is float:  # Tensor: e.g. an optimizer's lr
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return True
+        elif leaf is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return True
+        elif isinstance(value, leaf):
+            return True
+    return False
+
+
+def _describe(leaves: list[Any]) -> str:
+    names: list[str] = []
+    literals: list[Any] = []
+    for leaf in leaves:
+        if isinstance(leaf, tuple):
+            literals += [v for v in leaf[1] if v not in literals]
+            continue
+        name = "null" if leaf is type(None) else "float" if leaf is torch.Tensor else leaf.__name__
+        if name not in names:
+            names.append(name)
+    if literals:
+        names.insert(0, "one of " + ", ".join(map(repr, literals)))
+    return " or ".join(names)
+
+
+def _init_hints(target: str) -> dict[str, Any]:
+    """Parameter name -> type hint of ``target``'s constructor (or of the function itself);
+    hints that cannot be evaluated are left out."""
+    from hydra.utils import get_object
+
+    try:
+        obj = get_object(target)
+    except Exception:
+        return {}  # a bad _target_ is reported by instantiate, with its own message
+    fn = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:
+        pass
+    hints = {}
+    module = vars(sys.modules.get(getattr(fn, "__module__", ""), object()))
+    for name, param in inspect.signature(fn).parameters.items():
+        annotation = param.annotation
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, dict(module))  # the code's own annotations
+            except Exception:
+                continue
+        if annotation is not inspect.Parameter.empty:
+            hints[name] = annotation
+    return hints
+
+
+def check_types(node: DictConfig, prefix: str) -> None:
+    """``data.batch_size=abc`` fails here, naming the key and the type it needs, instead of
+    as a TypeError deep inside a constructor (or not at all) once the data is loaded."""
+    target = node.get("_target_")
+    hints = _init_hints(target) if target else {}
+    for key in node:
+        if str(key).startswith("_"):
+            continue
+        try:
+            value = node[key]
+        except Exception:
+            continue  # unresolvable interpolation: reported where it is used
+        if isinstance(value, DictConfig):
+            check_types(value, f"{prefix}.{key}")
+            continue
+        leaves = _hint_leaves(hints[key]) if key in hints else None
+        if leaves is None:
+            continue
+        plain = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+        if not _accepts(leaves, plain):
+            wanted = _describe(leaves)
+            raise ConfigError(
+                f"{prefix}.{key}={plain!r} ({type(plain).__name__}): {target} needs {wanted} "
+                f"there. Fix the value on the command line or in the config file."
+            )
+
+
+def check_nets_match_data(cfg: DictConfig) -> None:
+    """Nets built for other images than the data gives (an overridden ``channels`` or
+    ``image_size``) would fail at the first batch with a bare shape error."""
+    for name, net in cfg.model.items():
+        if not isinstance(net, DictConfig) or "_target_" not in net:
+            continue
+        for key in ("channels", "image_size"):
+            if key in net and key in cfg.data and net[key] != cfg.data[key]:
+                raise ConfigError(
+                    f"model.{name}.{key}={net[key]} but data.{key}={cfg.data[key]}: the nets "
+                    f"must be built for the images the data module gives. Set data.{key} "
+                    f"instead (model.*.{key} follow it), or drop the model.{name}.{key} override."
+                )
 
 
 def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
@@ -110,28 +243,51 @@ def check_required(cfg: DictConfig) -> None:
         raise ConfigError(f"{', '.join(missing)} must be set: add {given} to the command.")
 
 
-def check_wandb_login(logger_cfg: DictConfig | None) -> None:
-    """Online W&B without credentials would stop at an interactive login prompt: fail early."""
-    wandb_cfg = (logger_cfg or {}).get("wandb")
-    if not wandb_cfg or wandb_cfg.get("mode", "online") != "online":
-        return
-    if os.environ.get("WANDB_API_KEY"):
-        return
+def wandb_offline_reason(wandb_cfg: DictConfig, timeout: float = 3.0) -> str | None:
+    """Why an online W&B run could not start here (no credentials, server unreachable), or
+    None. Both would otherwise cost minutes: a login prompt, or wandb.init's 90 s timeout."""
+    base_url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    parsed = urlparse(base_url)
+    host = parsed.hostname or "api.wandb.ai"
+    if not os.environ.get("WANDB_API_KEY") and not _netrc_has(host):
+        return "no W&B credentials (WANDB_API_KEY or `wandb login`)"
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        return f"cannot reach {base_url} ({err.strerror or err})"
+    return None
+
+
+def _netrc_has(host: str) -> bool:
     # `wandb login` stores the key in the netrc file ($NETRC, ~/.netrc or ~/_netrc) under the
     # API host, which is not api.wandb.ai on a self-hosted server.
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
     candidates = [os.environ.get("NETRC"), Path.home() / ".netrc", Path.home() / "_netrc"]
     for path in filter(None, candidates):
         try:
             if netrc.netrc(str(path)).authenticators(host):
-                return
+                return True
         except (OSError, netrc.NetrcParseError):
             continue
-    raise ConfigError(
-        "logger=wandb is online but no W&B credentials were found (WANDB_API_KEY or "
-        "`wandb login`). Log in, or run offline: WANDB_MODE=offline python train.py "
-        "logger=wandb (then `wandb sync <run dir>/wandb/offline-run-*`)."
+    return False
+
+
+def fall_back_to_offline_wandb(logger_cfg: DictConfig | None) -> None:
+    """``logger=wandb`` online without credentials or network: log offline, with one warning,
+    rather than hang at a login prompt or crash the run. ``wandb sync`` uploads it later."""
+    wandb_cfg = (logger_cfg or {}).get("wandb")
+    if not wandb_cfg or wandb_cfg.get("mode", "online") != "online":
+        return
+    reason = wandb_offline_reason(wandb_cfg)
+    if reason is None:
+        return
+    log.warning(
+        "W&B: %s; logging offline instead. Upload later with: wandb sync %s/wandb/offline-run-*",
+        reason,
+        wandb_cfg.get("save_dir", "<run dir>"),
     )
+    with open_dict(wandb_cfg):
+        wandb_cfg.mode = "offline"
 
 
 def instantiate_group(cfg: DictConfig, key: str, **kwargs):

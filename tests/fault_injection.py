@@ -1,4 +1,4 @@
-"""Callbacks the resume tests inject through the config (``+callbacks.x._target_=...``)."""
+"""Faults the reliability tests inject through the config (``+callbacks.x._target_=...``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import signal
 
 import pytorch_lightning as pl
+import torch
 
 
 class SigtermAt(pl.Callback):
@@ -17,3 +18,15 @@ class SigtermAt(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class PoisonWeightsAt(pl.Callback):
+    """Make the first parameter NaN when ``epoch`` starts: the run must diverge right there."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            with torch.no_grad():
+                next(pl_module.parameters()).fill_(float("nan"))
