@@ -30,3 +30,18 @@ class PoisonWeightsAt(pl.Callback):
         if trainer.current_epoch == self.epoch:
             with torch.no_grad():
                 next(pl_module.parameters()).fill_(float("nan"))
+
+
+class CrashAt(pl.Callback):
+    """Raise (a crash, a kill -9) before training batch ``batch`` of ``epoch``, unless the run
+    was resumed from a checkpoint (it crashes once)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.ckpt_path is None and (trainer.current_epoch, batch_idx) == (
+            self.epoch,
+            self.batch,
+        ):
+            raise RuntimeError("injected crash")

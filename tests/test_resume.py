@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import torch
 from omegaconf import open_dict
 
 from genlab.train import run
+from tests.conftest import run_script
 
 # Two short epochs, augmentation on (its randomness must survive the restart too), a loss row
 # on every batch.
@@ -25,22 +28,36 @@ SHORT = [
 
 
 def _losses(run_dir: Path) -> list[dict[str, str]]:
+    """The logged training rows; for a step logged twice (redone after a crash) the last."""
     with open(run_dir / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if any(r[k] for k in r if k.startswith("train/"))]
-    return [{k: v for k, v in r.items() if k.startswith("train/") or k == "step"} for r in rows]
+    by_step = {r["step"]: {k: v for k, v in r.items() if k.startswith("train/")} for r in rows}
+    return list(by_step.items())
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
-@pytest.mark.parametrize("model", ["gan", "vae"])
-def test_sigterm_mid_epoch_then_resume_is_bit_exact(make_cfg, tmp_path: Path, model: str) -> None:
+def _train_straight(make_cfg, tmp_path: Path, model: str) -> Path:
     straight = make_cfg(f"model={model}", *SHORT)
     with open_dict(straight):
         straight.paths.output_dir = str(tmp_path / "straight")
     run(straight)
+    return tmp_path / "straight"
 
+
+def _assert_same_run(a_dir: Path, b_dir: Path) -> None:
+    a, b = _weights(a_dir), _weights(b_dir)
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"weights differ after resume: {different[:5]}"
+    assert _losses(a_dir) == _losses(b_dir)
+
+
+@pytest.mark.parametrize("model", ["gan", "vae"])
+def test_sigterm_mid_epoch_then_resume_is_bit_exact(make_cfg, tmp_path: Path, model: str) -> None:
+    straight = _train_straight(make_cfg, tmp_path, model)
     stopped = make_cfg(
         f"model={model}",
         *SHORT,
@@ -56,11 +73,80 @@ def test_sigterm_mid_epoch_then_resume_is_bit_exact(make_cfg, tmp_path: Path, mo
     ckpt = torch.load(tmp_path / "stopped" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"] == 3
 
-    resumed = make_cfg(f"model={model}", f"resume={tmp_path / 'stopped'}")
-    run(resumed)
+    run(make_cfg(f"model={model}", f"resume={tmp_path / 'stopped'}"))
+    _assert_same_run(straight, tmp_path / "stopped")
 
-    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "stopped")
-    assert a.keys() == b.keys()
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"weights differ after resume: {different[:5]}"
-    assert _losses(tmp_path / "straight") == _losses(tmp_path / "stopped")
+
+def test_crash_resumes_from_the_periodic_checkpoint_bit_exact(make_cfg, tmp_path: Path) -> None:
+    straight = _train_straight(make_cfg, tmp_path, "gan")
+    crashed = make_cfg(
+        *SHORT,
+        "callbacks.interrupt.every_n_batches=2",
+        "+callbacks.crash._target_=tests.fault_injection.CrashAt",
+        "+callbacks.crash.epoch=1",
+        "+callbacks.crash.batch=5",
+    )
+    with open_dict(crashed):
+        crashed.paths.output_dir = str(tmp_path / "crashed")
+    with pytest.raises(RuntimeError, match="injected crash"):
+        run(crashed)
+    ckpt = torch.load(tmp_path / "crashed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1  # mid-epoch, after batch 3: batch 4 is redone on resume
+    run(make_cfg(f"resume={tmp_path / 'crashed'}"))  # CrashAt fires only in the first life
+    _assert_same_run(straight, tmp_path / "crashed")
+
+
+@pytest.mark.slow
+def test_train_py_killed_with_sigterm_then_resumed_ends_like_an_uninterrupted_run(
+    tmp_path: Path,
+) -> None:
+    """The README's experiment, as a user runs it: real processes, a real signal."""
+    result = run_script(
+        "scripts/kill_and_resume.py", "--tiny", "--delay", "0.3", "--out", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "exit 143" in result.stdout
+    assert "final weights identical: True; metrics identical: True" in result.stdout
+
+
+def test_same_seed_same_run_and_run_info(make_cfg, tmp_path: Path) -> None:
+    first = _train_straight(make_cfg, tmp_path / "a", "gan")
+    second = _train_straight(make_cfg, tmp_path / "b", "gan")
+    _assert_same_run(first, second)
+    info = json.loads((first / "run_info.json").read_text())
+    assert len(info["git_commit"]) == 40 and isinstance(info["git_dirty"], bool)
+    assert info["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert info["packages"]["pytorch-lightning"]
+
+
+def test_resume_latest_picks_the_newest_run(make_cfg, tmp_path: Path) -> None:
+    from genlab.utils.resume import latest_run
+
+    runs = tmp_path / "train" / "runs"
+    for name in ("2026-01-01_00-00-00", "2026-01-02_00-00-00"):
+        (runs / name / "checkpoints").mkdir(parents=True)
+        (runs / name / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        time.sleep(0.01)  # distinct modification times
+    (runs / "2026-01-03_00-00-00").mkdir()  # newer, but nothing to resume
+    assert latest_run(runs) == runs / "2026-01-02_00-00-00"
+
+
+def test_checkpoint_writes_are_atomic(tmp_path: Path, monkeypatch) -> None:
+    """A kill while last.ckpt is rewritten leaves the previous last.ckpt whole."""
+    import lightning_fabric.plugins.io.torch_io as torch_io
+
+    from genlab.utils.atomic import AtomicCheckpointIO
+
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(1000)}, path)
+
+    def killed_mid_write(checkpoint, filepath) -> None:
+        with open(filepath, "wb") as f:
+            f.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt  # the process dies here
+
+    monkeypatch.setattr(torch_io, "_atomic_save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(1000)}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left behind

@@ -84,8 +84,11 @@ class SplitDataModule(pl.LightningDataModule):
         return DataLoader(dataset, shuffle=shuffle and sampler is None, sampler=sampler, **common)
 
     def _batches_trained(self) -> int:
-        """Batches of the current epoch the training step has finished (for checkpoints)."""
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        """Batches of the current epoch the training step has finished (for checkpoints);
+        a huge number once the epoch (maybe shortened by limit_train_batches) is complete, so
+        a resume starts the next one."""
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return done if done < self.trainer.num_training_batches else 2**62
 
     def _device_batches(self, dataset: Dataset, shuffle: bool) -> DeviceBatches:
         images = getattr(dataset, "images", None)

@@ -1,6 +1,7 @@
 """``python train.py resume=<run dir>``: continue a run with its own config, in its own folder.
 
     python train.py resume=outputs/train/runs/2026-11-29_15-30-00
+    python train.py resume=latest          # the newest run (of this task) with a last.ckpt
     python train.py resume=outputs/train/runs/2026-11-29_15-30-00 trainer.max_epochs=20  # longer
 
 The config comes from the run's ``last.ckpt`` (every checkpoint carries the resolved config), so
@@ -25,6 +26,16 @@ log = logging.getLogger(__name__)
 _NOT_CARRIED = ("resume", "ckpt_path", "hydra.")
 
 
+def latest_run(runs_dir: Path) -> Path:
+    candidates = sorted(runs_dir.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise ConfigError(
+            f"resume=latest: no run under {runs_dir} has checkpoints/last.ckpt. Name the run "
+            "directory instead: resume=outputs/train/runs/<time>."
+        )
+    return candidates[-1].parents[1]
+
+
 def last_checkpoint(resume: str | Path) -> Path:
     """``resume`` may name the run directory, its checkpoints/ folder or a checkpoint file."""
     path = Path(resume)
@@ -39,7 +50,10 @@ def last_checkpoint(resume: str | Path) -> Path:
 
 def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """The config to continue ``cfg.resume`` with: the run's stored config + ``overrides``."""
-    ckpt = last_checkpoint(cfg.resume)
+    resume = cfg.resume
+    if str(resume) == "latest":
+        resume = latest_run(Path(cfg.paths.log_dir) / cfg.task_name / "runs")
+    ckpt = last_checkpoint(resume)
     resumed = OmegaConf.create(read_checkpoint(ckpt)[CONFIG_KEY])
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
