@@ -9,15 +9,16 @@ import pytorch_lightning as pl
 import torch
 
 
-class SigtermAt(pl.Callback):
-    """Send this process SIGTERM after training batch ``batch`` of ``epoch`` (as SLURM would)."""
+class SignalAt(pl.Callback):
+    """Send this process ``signum`` (SIGTERM as SLURM would, or SIGINT as Ctrl-C does) after
+    training batch ``batch`` of ``epoch``."""
 
-    def __init__(self, epoch: int, batch: int) -> None:
-        self.epoch, self.batch = epoch, batch
+    def __init__(self, epoch: int, batch: int, signum: str = "SIGTERM") -> None:
+        self.epoch, self.batch, self.signum = epoch, batch, getattr(signal, signum)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signum)
 
 
 class PoisonWeightsAt(pl.Callback):

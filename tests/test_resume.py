@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def test_sigterm_mid_epoch_then_resume_is_bit_exact(make_cfg, tmp_path: Path, mo
     stopped = make_cfg(
         f"model={model}",
         *SHORT,
-        "+callbacks.sigterm._target_=tests.fault_injection.SigtermAt",
+        "+callbacks.sigterm._target_=tests.fault_injection.SignalAt",
         "+callbacks.sigterm.epoch=1",
         "+callbacks.sigterm.batch=2",
     )
@@ -75,6 +76,24 @@ def test_sigterm_mid_epoch_then_resume_is_bit_exact(make_cfg, tmp_path: Path, mo
 
     run(make_cfg(f"model={model}", f"resume={tmp_path / 'stopped'}"))
     _assert_same_run(straight, tmp_path / "stopped")
+
+
+def test_ctrl_c_stops_after_the_batch_with_a_checkpoint(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg(
+        *SHORT,
+        "+callbacks.ctrl_c._target_=tests.fault_injection.SignalAt",
+        "+callbacks.ctrl_c.epoch=0",
+        "+callbacks.ctrl_c.batch=3",
+        "+callbacks.ctrl_c.signum=SIGINT",
+    )
+    with pytest.raises(SystemExit) as stop:
+        run(cfg)
+    assert stop.value.code == 143
+    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"] == 4
+    result = json.loads((Path(cfg.paths.output_dir) / "result.json").read_text())
+    assert result["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
 
 
 def test_crash_resumes_from_the_periodic_checkpoint_bit_exact(make_cfg, tmp_path: Path) -> None:
