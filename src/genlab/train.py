@@ -20,6 +20,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from genlab.callbacks.config import WANDB_ID_KEY, StoreConfigInCheckpoint
+from genlab.loggers import ResumableCSVLogger
 from genlab.sweeps import write_result
 from genlab.utils.atomic import AtomicCheckpointIO
 from genlab.utils.checkpoint import read_checkpoint
@@ -91,6 +92,9 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
     resolved = to_dict(cfg)
     callbacks = [*instantiate_list(cfg.get("callbacks")), StoreConfigInCheckpoint(resolved)]
     loggers = instantiate_list(cfg.get("logger"))
+    for logger in loggers:  # a resumed run continues its metrics.csv
+        if isinstance(logger, ResumableCSVLogger):
+            logger.append = bool(cfg.get("ckpt_path"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger (logger=none)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     for logger in loggers:
