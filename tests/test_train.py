@@ -57,7 +57,7 @@ def test_experiments_compose_and_run(make_cfg, experiment: str, tmp_path: Path) 
 
         make_folder(tmp_path / "images", 40, 64)
         overrides += [f"data.path={tmp_path / 'images'}", "data.num_workers=0",
-                      "data.persistent_workers=false"]  # fmt: skip
+                      "data.persistent_workers=false", "data.batch_size=16"]  # fmt: skip
     cfg = make_cfg(*overrides, tiny=False)
     cfg.data.train_fraction = 0.01 if "px" not in experiment else 1.0
     cfg.callbacks.progress_bar = None
