@@ -81,7 +81,16 @@ class SplitDataModule(pl.LightningDataModule):
         sampler = None
         if shuffle and self.samples_per_epoch:
             sampler = RandomSampler(dataset, num_samples=self.samples_per_epoch)
-        return DataLoader(dataset, shuffle=shuffle and sampler is None, sampler=sampler, **common)
+        return DataLoader(
+            dataset,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            # Every iter() draws a worker base seed; from the global RNG that would shift the
+            # training noise whenever a callback first reads a validation batch (a resumed run
+            # does that one epoch later than the run it continues).
+            generator=torch.Generator().manual_seed(torch.initial_seed()),
+            **common,
+        )
 
     def _batches_trained(self) -> int:
         """Batches of the current epoch the training step has finished (for checkpoints);
