@@ -27,19 +27,25 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
+from torchvision.utils import save_image
 
 from genlab.errors import ConfigError, DataError
-from genlab.metrics.feature_sets import extract, generated_features, real_features
+from genlab.metrics.feature_sets import extract, generated_features, real_features, split_images
+from genlab.metrics.memorization import closest_pairs, memorization_report
 from genlab.metrics.scores import SAMPLE_METRICS, score
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
+from genlab.sample import draw
+from genlab.utils.atomic import atomic_path
 from genlab.utils.checkpoint import load_model
 from genlab.utils.config import apply_extras, check_accelerator, instantiate_group
 
 log = logging.getLogger(__name__)
 # Computed by the model's test_step, for the model families that have them.
 MODEL_METRICS = {"nll": VAE, "recon": VAE, "d_acc": GAN}
-METRICS = (*SAMPLE_METRICS, *MODEL_METRICS)
+# Needs the training images too: nearest-neighbour distances and the data-copying test.
+AUDIT_METRICS = ("memorization",)
+METRICS = (*SAMPLE_METRICS, *MODEL_METRICS, *AUDIT_METRICS)
 
 
 def load_samples(path: str | Path) -> torch.Tensor:
@@ -88,6 +94,42 @@ def _data_config(cfg: DictConfig, train_cfg: DictConfig | None, shape: dict) -> 
     return data_cfg
 
 
+def audit_memorization(
+    cfg: DictConfig,
+    datamodule,
+    extractor,
+    samples: torch.Tensor,
+    heldout: tuple[torch.Tensor, torch.Tensor],
+    fake: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+    info: dict,
+) -> dict[str, float]:
+    """Nearest training images of the samples vs of the held-out test images (features and
+    pixels), the data-copying test, and ``memorization_pairs.png`` (top row: the samples
+    closest to a training image; bottom row: those training images)."""
+    start = time.perf_counter()
+    train = real_features(datamodule, "train", extractor, cfg.paths.cache_dir, device=device)
+    train_pixels = split_images(datamodule, "train")
+    heldout_pixels = split_images(datamodule, "test")
+    results = memorization_report(
+        train[0], fake[0], heldout[0], train_pixels, samples, heldout_pixels, seed=cfg.seed
+    )
+    generated, nearest_train = closest_pairs(samples, train_pixels, pairs=16)
+    sheet = Path(cfg.paths.output_dir) / "memorization_pairs.png"
+    with atomic_path(sheet) as tmp:
+        save_image(torch.cat([generated, nearest_train]), tmp, nrow=len(generated), padding=2)
+    info.update(memorization_sheet=str(sheet), memorization_train_images=len(train_pixels),
+                memorization_seconds=round(time.perf_counter() - start, 2))  # fmt: skip
+    ct = results["memorization/copying_ct"]
+    log.info(
+        "memorization: C_T=%.2f (p=%.3g; < -3 means copying), %.1f%% of samples closer to a "
+        "training image than 95%% of held-out images are; closest pairs: %s",
+        ct, results["memorization/copying_p"],
+        100 * results["memorization/features_closer_than_heldout"], sheet,
+    )  # fmt: skip
+    return results
+
+
 def _check_metrics(names: list[str]) -> None:
     unknown = [m for m in names if m not in METRICS]
     if unknown:
@@ -98,7 +140,9 @@ def _check_model_metrics(names: list[str], model: pl.LightningModule, path: str)
     """Inapplicable model metrics are skipped when others run (the default list has them
     all); asked for alone, e.g. ``metrics=[nll]`` on a GAN, they are an error."""
     runnable = [
-        m for m in names if m in SAMPLE_METRICS or isinstance(model, MODEL_METRICS.get(m, ()))
+        m
+        for m in names
+        if m in SAMPLE_METRICS + AUDIT_METRICS or isinstance(model, MODEL_METRICS.get(m, ()))
     ]
     if not runnable:
         needs = ", ".join(f"{m} needs a {MODEL_METRICS[m].__name__}" for m in names)
@@ -126,16 +170,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
         source = {"ckpt_path": str(cfg.ckpt_path)}
     else:
         raise ConfigError("give ckpt_path=<checkpoint> or samples=<file.npy> to evaluate.")
-    datamodule = instantiate_group(
-        OmegaConf.create({"data": _data_config(cfg, train_cfg, shape)}), "data"
-    )
+    data_cfg = _data_config(cfg, train_cfg, shape)
+    if "memorization" in names and "augment" in data_cfg:
+        data_cfg.augment = False  # the audit compares with the training images themselves
+    datamodule = instantiate_group(OmegaConf.create({"data": data_cfg}), "data")
     on_gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     device = torch.device("cuda" if on_gpu else "cpu")
     results: dict[str, float] = {}
     info: dict = {**source, "requested": names}
 
     sample_metrics = [m for m in names if m in SAMPLE_METRICS]
-    if sample_metrics:
+    audit = "memorization" in names
+    if audit and samples is None:  # the audit compares pixels too: keep the images
+        samples = draw(model.to(device), cfg.num_samples, cfg.seed, cfg.batch_size)
+    if sample_metrics or audit:
         extractor = instantiate(cfg.features)
         start = time.perf_counter()
         real = real_features(datamodule, "test", extractor, cfg.paths.cache_dir, device=device)
@@ -146,6 +194,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
             fake = generated_features(
                 model.to(device), extractor, cfg.num_samples, cfg.seed, cfg.batch_size
             )
+    if audit:
+        results.update(
+            audit_memorization(cfg, datamodule, extractor, samples, real, fake, device, info)
+        )
+    if sample_metrics:
         scores = score(real, fake, sample_metrics)
         seconds = time.perf_counter() - start
         results.update(

@@ -24,7 +24,7 @@ from genlab.sample import iter_samples
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the stored format or the feature pipeline changes
-SPLITS = ("val", "test")
+SPLITS = ("train", "val", "test")  # train: for the memorization audit
 
 Features = tuple[Tensor, Tensor]  # (features [N, D], logits [N, K]), on the CPU
 
@@ -61,13 +61,14 @@ def generated_features(
 
 
 def split_images(datamodule, split: str, num_images: int | None = None) -> Tensor:
-    """The first ``num_images`` images of a data module's ``val`` or ``test`` split, [0, 1]."""
+    """The first ``num_images`` images of a data module's ``train``, ``val`` or ``test`` split,
+    in [0, 1] (the training set as the model saw it, before augmentation: see evaluate)."""
     if split not in SPLITS:
         raise ConfigError(f"real statistics use split={split!r}: choose one of {SPLITS}.")
     dataset = getattr(datamodule, f"{split}_set", None)
     if dataset is None:
         datamodule.prepare_data()
-        datamodule.setup("fit" if split == "val" else "test")
+        datamodule.setup("test" if split == "test" else "fit")
         dataset = getattr(datamodule, f"{split}_set")
     n = len(dataset) if num_images is None else min(num_images, len(dataset))
     items = [dataset[i] for i in range(n)]
