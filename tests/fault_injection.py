@@ -21,6 +21,17 @@ class SignalAt(pl.Callback):
             os.kill(os.getpid(), self.signum)
 
 
+class SignalInValidation(pl.Callback):
+    """SIGTERM after the first validation batch of ``epoch`` (not during the sanity check)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *_) -> None:
+        if not trainer.sanity_checking and trainer.current_epoch == self.epoch and batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 class PoisonWeightsAt(pl.Callback):
     """Make the first parameter NaN when ``epoch`` starts: the run must diverge right there."""
 

@@ -78,6 +78,26 @@ def test_sigterm_mid_epoch_then_resume_is_bit_exact(make_cfg, tmp_path: Path, mo
     _assert_same_run(straight, tmp_path / "stopped")
 
 
+def test_sigterm_during_validation_keeps_training_exact(make_cfg, tmp_path: Path) -> None:
+    """Lightning resumes after an interrupted validation without repeating it; since
+    validation draws from its own seeds, the training that follows is still bit-exact."""
+    straight = _train_straight(make_cfg, tmp_path, "vae")
+    stopped = make_cfg(
+        "model=vae",
+        *SHORT,
+        "+callbacks.sigterm._target_=tests.fault_injection.SignalInValidation",
+        "+callbacks.sigterm.epoch=1",
+    )
+    with open_dict(stopped):
+        stopped.paths.output_dir = str(tmp_path / "stopped")
+    with pytest.raises(SystemExit):
+        run(stopped)
+    run(make_cfg("model=vae", f"resume={tmp_path / 'stopped'}"))
+    a, b = _weights(straight), _weights(tmp_path / "stopped")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _losses(straight) == _losses(tmp_path / "stopped")
+
+
 def test_ctrl_c_stops_after_the_batch_with_a_checkpoint(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg(
         *SHORT,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import pytorch_lightning as pl
 import torch
@@ -81,6 +82,19 @@ class GenerativeModel(pl.LightningModule):
                 net.to(memory_format=torch.channels_last)
             if self.compile_nets:
                 net.compile()
+
+    @contextmanager
+    def evaluation_rng(self, batch_idx: int) -> Iterator[None]:
+        """Random draws of validation/test batch ``batch_idx`` (reparameterisation noise,
+        augmentation) come from a seed of their own, and the training RNG stream is left where
+        it was: scores are reproducible, and skipping or repeating a validation (a resumed
+        run) cannot change the training that follows."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.default_generator.manual_seed(batch_idx)
+            if devices:
+                torch.cuda.manual_seed(batch_idx)
+            yield
 
     # --- optimisation helpers -----------------------------------------------------------------
     def _with_schedulers(self, optimizers: list[torch.optim.Optimizer]) -> list[dict]:

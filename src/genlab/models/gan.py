@@ -184,7 +184,9 @@ class GAN(GenerativeModel):
         self._log_discriminator(stage, d_loss, real_logits, fake_logits)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
+        with self.evaluation_rng(batch_idx):
+            self._evaluate(batch, batch_idx, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
+        with self.evaluation_rng(batch_idx):
+            self._evaluate(batch, batch_idx, "test")

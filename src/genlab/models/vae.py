@@ -218,7 +218,9 @@ class VAE(GenerativeModel):
         self.log(f"{stage}/psnr", psnr.mean(), **opts)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch[0], "val")
+        with self.evaluation_rng(batch_idx):
+            self._evaluate(batch[0], "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch[0], "test")
+        with self.evaluation_rng(batch_idx):
+            self._evaluate(batch[0], "test")

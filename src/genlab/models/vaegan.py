@@ -140,7 +140,9 @@ class VAEGAN(GenerativeModel):
         self.log(f"{stage}/d_real_acc", (real_logits > 0).float().mean(), **opts)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+        with self.evaluation_rng(batch_idx):
+            self._evaluate(batch, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        with self.evaluation_rng(batch_idx):
+            self._evaluate(batch, "test")
