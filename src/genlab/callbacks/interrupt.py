@@ -74,11 +74,11 @@ class CheckpointOnInterrupt(Callback):
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
         log.warning(
             "Stopped by a signal in epoch %d after %d batches. Checkpoint: %s. Resume with: "
-            "python train.py ckpt_path=%s (plus the run's overrides)",
+            "python train.py resume=%s",
             trainer.current_epoch,
             progress.processed,
             self.path,
-            self.path,
+            self.path.parent.parent if self.path.parent.name == "checkpoints" else self.path,
         )
 
 
