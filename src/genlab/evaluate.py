@@ -30,7 +30,13 @@ from rich.table import Table
 from torchvision.utils import save_image
 
 from genlab.errors import ConfigError, DataError
-from genlab.metrics.feature_sets import extract, generated_features, real_features, split_images
+from genlab.metrics.feature_sets import (
+    AUDIT_SPLITS,
+    extract,
+    generated_features,
+    real_features,
+    split_images,
+)
 from genlab.metrics.memorization import closest_pairs, memorization_report
 from genlab.metrics.scores import SAMPLE_METRICS, score
 from genlab.models.gan import GAN
@@ -108,8 +114,10 @@ def audit_memorization(
     pixels), the data-copying test, and ``memorization_pairs.png`` (top row: the samples
     closest to a training image; bottom row: those training images)."""
     start = time.perf_counter()
-    train = real_features(datamodule, "train", extractor, cfg.paths.cache_dir, device=device)
-    train_pixels = split_images(datamodule, "train")
+    train = real_features(
+        datamodule, "train", extractor, cfg.paths.cache_dir, device=device, allowed=AUDIT_SPLITS
+    )
+    train_pixels = split_images(datamodule, "train", allowed=AUDIT_SPLITS)
     heldout_pixels = split_images(datamodule, "test")
     results = memorization_report(
         train[0], fake[0], heldout[0], train_pixels, samples, heldout_pixels, seed=cfg.seed

@@ -24,7 +24,8 @@ from genlab.sample import iter_samples
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the stored format or the feature pipeline changes
-SPLITS = ("train", "val", "test")  # train: for the memorization audit
+SPLITS = ("val", "test")  # what sample metrics compare with: never the training images
+AUDIT_SPLITS = ("train", *SPLITS)  # the memorization audit compares with those too
 
 Features = tuple[Tensor, Tensor]  # (features [N, D], logits [N, K]), on the CPU
 
@@ -60,11 +61,13 @@ def generated_features(
         model.train(was_training)
 
 
-def split_images(datamodule, split: str, num_images: int | None = None) -> Tensor:
+def split_images(
+    datamodule, split: str, num_images: int | None = None, allowed: tuple[str, ...] = SPLITS
+) -> Tensor:
     """The first ``num_images`` images of a data module's ``train``, ``val`` or ``test`` split,
     in [0, 1] (the training set as the model saw it, before augmentation: see evaluate)."""
-    if split not in SPLITS:
-        raise ConfigError(f"real statistics use split={split!r}: choose one of {SPLITS}.")
+    if split not in allowed:
+        raise ConfigError(f"real statistics use split={split!r}: choose one of {allowed}.")
     dataset = getattr(datamodule, f"{split}_set", None)
     if dataset is None:
         datamodule.prepare_data()
@@ -96,9 +99,10 @@ def real_features(
     num_images: int | None = None,
     batch_size: int = 500,
     device: torch.device | str = "cpu",
+    allowed: tuple[str, ...] = SPLITS,
 ) -> Features:
     """Features of real images, from the cache when an identical set was extracted before."""
-    images = split_images(datamodule, split, num_images)
+    images = split_images(datamodule, split, num_images, allowed)
     pixels = quantize(images).mul(255).to(torch.uint8)
     digest = hashlib.sha256(pixels.numpy().tobytes())
     digest.update(f"{extractor.identity}-v{CACHE_VERSION}".encode())
