@@ -151,6 +151,7 @@ def test_train_py_killed_with_sigterm_then_resumed_ends_like_an_uninterrupted_ru
         "0.3",
         "--out",
         str(tmp_path),
+        timeout=900,  # three train.py runs: ~1 min alone, far longer on a shared machine
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "exit 143" in result.stdout
