@@ -17,13 +17,14 @@ import argparse
 import csv
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
+
+from genlab.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
@@ -33,11 +34,8 @@ TABLE_METRICS = ("fid", "kid", "precision", "recall", "class_kl", "nll_nats", "e
 
 def write_result(run_dir: str | Path, result: dict[str, Any]) -> None:
     """Write ``result.json`` atomically: a killed job never leaves half a file behind."""
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    path = Path(run_dir) / RESULT_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    os.replace(tmp, path)
+    with atomic_path(Path(run_dir) / RESULT_FILE) as tmp:
+        tmp.write_text(json.dumps(result, indent=2, default=str))
 
 
 @dataclass

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from torch import Tensor
 from genlab.errors import ConfigError
 from genlab.metrics.features import FeatureExtractor, quantize
 from genlab.sample import iter_samples
+from genlab.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the stored format or the feature pipeline changes
@@ -79,16 +78,9 @@ def split_images(
 
 
 def _atomic_save(obj: object, path: Path) -> None:
-    """Write then rename: an interrupted run or two concurrent runs never leave half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    """An interrupted run or two concurrent runs never leave half a file."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def real_features(
