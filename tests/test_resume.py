@@ -40,8 +40,8 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
-def _train_straight(make_cfg, tmp_path: Path, model: str) -> Path:
-    straight = make_cfg(f"model={model}", *SHORT)
+def _train_straight(make_cfg, tmp_path: Path, model: str, *extra: str) -> Path:
+    straight = make_cfg(f"model={model}", *SHORT, *extra)
     with open_dict(straight):
         straight.paths.output_dir = str(tmp_path / "straight")
     run(straight)
@@ -56,12 +56,20 @@ def _assert_same_run(a_dir: Path, b_dir: Path) -> None:
     assert _losses(a_dir) == _losses(b_dir)
 
 
-@pytest.mark.parametrize("model", ["gan", "vae"])
-def test_sigterm_mid_epoch_then_resume_is_bit_exact(make_cfg, tmp_path: Path, model: str) -> None:
-    straight = _train_straight(make_cfg, tmp_path, model)
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [("gan", []), ("vae", []), ("gan", ["model.privacy.enabled=true"])],
+    ids=["gan", "vae", "dp_gan"],
+)
+def test_sigterm_mid_epoch_then_resume_is_bit_exact(
+    make_cfg, tmp_path: Path, model: str, extra: list[str]
+) -> None:
+    """DP too: Poisson batches, DP noise (global RNG) and the privacy accountant resume."""
+    straight = _train_straight(make_cfg, tmp_path, model, *extra)
     stopped = make_cfg(
         f"model={model}",
         *SHORT,
+        *extra,
         "+callbacks.sigterm._target_=tests.fault_injection.SignalAt",
         "+callbacks.sigterm.epoch=1",
         "+callbacks.sigterm.batch=2",
@@ -76,6 +84,12 @@ def test_sigterm_mid_epoch_then_resume_is_bit_exact(make_cfg, tmp_path: Path, mo
 
     run(make_cfg(f"model={model}", f"resume={tmp_path / 'stopped'}"))
     _assert_same_run(straight, tmp_path / "stopped")
+    if extra:
+        privacy = [
+            torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["privacy"]
+            for d in (straight, tmp_path / "stopped")
+        ]
+        assert privacy[0] == privacy[1]
 
 
 def test_sigterm_during_validation_keeps_training_exact(make_cfg, tmp_path: Path) -> None:

@@ -223,10 +223,18 @@ class ImageFolderDataModule(SplitDataModule):
         min_size: int = 8,
         report_dir: str | None = None,
         samples_per_epoch: int | None = None,
+        poisson_sampling: bool = False,
     ) -> None:
         # More decoding workers than cores only adds contention (and a torch warning).
         workers = min(num_workers, os.cpu_count() or 1)
-        super().__init__(batch_size, workers, pin_memory, persistent_workers, samples_per_epoch)
+        super().__init__(
+            batch_size,
+            workers,
+            pin_memory,
+            persistent_workers,
+            samples_per_epoch,
+            poisson_sampling=poisson_sampling,
+        )
         if channels not in (1, 3):
             raise ConfigError(f"data.channels={channels} must be 1 (grey) or 3 (RGB).")
         if not 0.0 < train_fraction <= 1.0:

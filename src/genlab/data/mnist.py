@@ -203,9 +203,16 @@ class MNISTDataModule(SplitDataModule):
         binarize: bool = False,
         samples_per_epoch: int | None = None,
         on_device: bool = False,
+        poisson_sampling: bool = False,
     ) -> None:
         super().__init__(
-            batch_size, num_workers, pin_memory, persistent_workers, samples_per_epoch, on_device
+            batch_size,
+            num_workers,
+            pin_memory,
+            persistent_workers,
+            samples_per_epoch,
+            on_device,
+            poisson_sampling,
         )
         if dataset not in DATASETS and dataset not in ARRAY_DATASETS:
             raise ConfigError(

@@ -12,6 +12,11 @@ one the interrupted run would have seen:
   a prefetched batch would otherwise have advanced before the checkpoint was written;
 - the loader's own seed draw comes from a private generator, not the global RNG.
 
+``poisson=True`` (differentially private training) replaces the shuffled fixed-size batches
+with Poisson sampling: every batch takes each item independently with probability
+``batch_size / len(dataset)``, the sampling that DP-SGD's privacy accounting assumes. Each
+batch's draw is a function of ``(seed, epoch, batch)``, so it resumes exactly too.
+
 The global RNG states themselves are saved and restored by
 ``genlab.callbacks.rng_states.RNGStates``.
 """
@@ -66,6 +71,39 @@ class ResumableSampler(Sampler):
             yield int(order[position]), item_seed(self.seed, epoch, position)
 
 
+class PoissonBatchSampler(Sampler):
+    """``num_samples // batch_size`` batches per epoch; each takes every item independently
+    with probability ``sample_rate = batch_size / size``, so batch sizes vary around
+    ``batch_size``. Yields lists of ``(index, item_seed)`` pairs for ``SeededItems``."""
+
+    def __init__(self, size: int, batch_size: int, num_samples: int | None = None, seed: int = 0):
+        self.size, self.seed = size, seed
+        self.sample_rate = batch_size / size
+        self.steps = max(1, (num_samples or size) // batch_size)
+        self.epoch, self.start = 0, 0  # ``start`` counts batches here
+        self.pass_epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch, start = self.epoch, self.start
+        self.pass_epoch, self.epoch, self.start = epoch, epoch + 1, 0
+        for step in range(start, self.steps):
+            generator = torch.Generator().manual_seed(item_seed(self.seed, epoch, step))
+            chosen = (torch.rand(self.size, generator=generator) < self.sample_rate).nonzero()
+            # An empty draw (probability (1 - q)^N: e^-128 for MNIST at batch 128) cannot be
+            # collated; it is skipped, so its (noise-only) DP step is not taken or counted.
+            if len(chosen):
+                first = (epoch * self.steps + step) * self.size
+                yield [
+                    (i, item_seed(self.seed, epoch, first + i)) for i in chosen.flatten().tolist()
+                ]
+
+
 class SeededItems(Dataset):
     """``dataset[(index, seed)]`` draws the item's random transforms from ``seed``; the global
     RNG is left as it was. Plain integer keys (validation, test) read the item unchanged."""
@@ -106,26 +144,32 @@ class ResumableLoader(DataLoader):
         seed: int,
         num_samples: int | None = None,
         progress: Callable[[], int] | None = None,
+        poisson: bool = False,
         **kwargs: Any,
     ) -> None:
-        sampler = ResumableSampler(len(dataset), num_samples, seed)  # type: ignore[arg-type]
-        super().__init__(
-            SeededItems(dataset),
-            batch_size=batch_size,
-            sampler=sampler,
-            # Worker seeds come from here, not from the global RNG (see the module docstring).
-            generator=torch.Generator().manual_seed(seed),
-            **kwargs,
-        )
+        size = len(dataset)  # type: ignore[arg-type]
+        # Worker seeds come from a private generator, not from the global RNG (module docstring).
+        common = {"generator": torch.Generator().manual_seed(seed), **kwargs}
+        if poisson:
+            common.pop("drop_last", None)  # batch sizes vary by design
+            order = PoissonBatchSampler(size, batch_size, num_samples, seed)
+            super().__init__(SeededItems(dataset), batch_sampler=order, **common)
+            self.sample_rate: float | None = order.sample_rate
+        else:
+            order = ResumableSampler(size, num_samples, seed)
+            super().__init__(SeededItems(dataset), batch_size=batch_size, sampler=order, **common)
+            self.sample_rate = None
+        self.order, self.expected_batch_size = order, batch_size
         self.seed, self.num_samples, self.progress = seed, num_samples, progress
 
     def state_dict(self) -> dict[str, int]:
         batches = self.progress() if self.progress is not None else 0
-        return {"epoch": self.sampler.pass_epoch, "batches": batches}
+        return {"epoch": self.order.pass_epoch, "batches": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         epoch, batches = state["epoch"], state["batches"]
         if batches >= len(self):  # saved on the epoch's last batch: the next epoch starts fresh
             epoch, batches = epoch + 1, 0
-        self.sampler.set_epoch(epoch)
-        self.sampler.start = batches * self.batch_size
+        self.order.set_epoch(epoch)
+        # The Poisson sampler counts batches, the shuffling one items.
+        self.order.start = batches if self.sample_rate else batches * self.expected_batch_size

@@ -26,8 +26,14 @@ class SplitDataModule(pl.LightningDataModule):
         persistent_workers: bool,
         samples_per_epoch: int | None = None,
         on_device: bool = False,
+        poisson_sampling: bool = False,
     ) -> None:
         super().__init__()
+        if poisson_sampling and on_device:
+            raise ConfigError(
+                "data.poisson_sampling=true (differentially private training) needs the "
+                "DataLoader path: set data.on_device=false."
+            )
         if samples_per_epoch is not None and samples_per_epoch < batch_size:
             raise ConfigError(
                 f"data.samples_per_epoch={samples_per_epoch} is below data.batch_size="
@@ -39,7 +45,7 @@ class SplitDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.samples_per_epoch = samples_per_epoch
-        self.on_device = on_device
+        self.on_device, self.poisson_sampling = on_device, poisson_sampling
         self.train_set = self.val_set = self.test_set = None
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader | DeviceBatches:
@@ -72,12 +78,19 @@ class SplitDataModule(pl.LightningDataModule):
                 seed=torch.initial_seed(),  # seed_everything's seed
                 num_samples=size,
                 progress=self._batches_trained if trainer is not None else None,
+                poisson=self.poisson_sampling,
                 **common,
             )
             # The first pass is drawn before Lightning calls set_epoch: start at the epoch a
             # resumed run is in, not at 0.
-            loader.sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
+            loader.order.set_epoch(trainer.current_epoch if trainer is not None else 0)
             return loader
+        if shuffle and self.poisson_sampling:
+            raise ConfigError(
+                "data.poisson_sampling=true (differentially private training) runs on one "
+                f"device; this trainer has {trainer.world_size} processes. Use trainer=cpu or "
+                "trainer=gpu with devices=1."
+            )
         sampler = None
         if shuffle and self.samples_per_epoch:
             sampler = RandomSampler(dataset, num_samples=self.samples_per_epoch)

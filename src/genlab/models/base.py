@@ -10,6 +10,7 @@ import torch
 
 from genlab.callbacks.divergence import last_good_checkpoint
 from genlab.errors import ConfigError, DivergenceError
+from genlab.models.privacy import DifferentialPrivacy
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -34,10 +35,22 @@ class GenerativeModel(pl.LightningModule):
         gradient_clip_val: float | None = None,
         compile: bool = False,
         channels_last: bool = False,
+        privacy: DifferentialPrivacy | None = None,
     ) -> None:
         super().__init__()
         if monitor_mode not in ("min", "max"):
             raise ConfigError(f"model.monitor_mode={monitor_mode!r}: choose 'min' or 'max'.")
+        self.privacy = privacy if privacy is not None and privacy.enabled else None
+        if self.privacy is not None:
+            # DP-SGD clips every per-sample gradient already; the per-sample hooks do not
+            # trace through a compiled net.
+            for name, value in (("gradient_clip_val", gradient_clip_val), ("compile", compile)):
+                if value:
+                    raise ConfigError(
+                        f"model.{name} does not combine with model.privacy.enabled=true: "
+                        "remove it (DP-SGD clips each image's gradient to "
+                        "model.privacy.max_grad_norm)."
+                    )
         self.automatic_optimization = False
         self.latent_dim = latent_dim
         self.monitor = monitor
@@ -111,8 +124,74 @@ class GenerativeModel(pl.LightningModule):
         # draw the same latents and extra GPUs would not enlarge the fake batch.
         if self.trainer.world_size > 1:
             torch.manual_seed(torch.initial_seed() + self.global_rank)
+        if self.privacy is not None:
+            self._start_privacy()
+
+    # --- differential privacy (genlab.models.privacy) -----------------------------------------
+    def private_nets(self) -> dict[str, torch.nn.Module]:
+        """The nets that see real images and are trained with DP-SGD under model.privacy."""
+        raise ConfigError(f"model.privacy is not supported by {type(self).__name__}.")
+
+    def private_optimizer_index(self) -> int:
+        """Which of ``self.optimizers()`` steps the private nets."""
+        return 0
+
+    def _start_privacy(self) -> None:
+        trainer = self.trainer
+        if trainer.world_size > 1 or "16" in str(trainer.precision):
+            raise ConfigError(
+                "model.privacy.enabled=true runs on one device in 32-bit or bf16 precision "
+                f"(this trainer: {trainer.world_size} processes, precision {trainer.precision}):"
+                " the per-sample clipping does not see DDP's or the fp16 scaler's gradients."
+            )
+        max_epochs = trainer.max_epochs
+        if self.privacy.noise_multiplier is None and (max_epochs is None or max_epochs < 1):
+            raise ConfigError(
+                "model.privacy.noise_multiplier=null spreads target_epsilon over "
+                "trainer.max_epochs: set trainer.max_epochs (or give the noise)."
+            )
+        self.privacy.start(
+            self.private_nets(),
+            trainer.optimizers[self.private_optimizer_index()],
+            trainer.train_dataloader,
+            max_epochs or 0,
+            trainer.num_training_batches,  # limit_train_batches included
+        )
+
+    def on_fit_end(self) -> None:
+        if self.privacy is not None:
+            self.privacy.stop()
+
+    @contextmanager
+    def private_pass(self) -> Iterator[None]:
+        """Forward/backward passes of the private nets inside get per-sample gradients
+        (a no-op without privacy)."""
+        if self.privacy is None:
+            yield
+            return
+        with self.privacy.recording():
+            yield
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> int | None:
+        privacy = self.privacy
+        if privacy is not None and privacy.budget_reached() and privacy.over_budget_action():
+            # -1 ends the epoch before this batch (should_stop alone waits for min_epochs):
+            # no private step beyond the budget. train/epsilon follows at the epoch's end.
+            self.trainer.should_stop = True
+            return -1
+        return None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.privacy is not None:  # the budget spent so far travels with the weights
+            checkpoint["privacy"] = self.privacy.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.privacy is not None and "privacy" in checkpoint:
+            self.privacy.load_state_dict(checkpoint["privacy"])
 
     def on_train_epoch_end(self) -> None:
+        if self.privacy is not None:
+            self.log("train/epsilon", self.privacy.epsilon())
         # Manual optimisation: Lightning does not step schedulers for us. They step once per
         # epoch (so per-step schedules such as OneCycleLR do not fit here).
         schedulers = self.lr_schedulers()
@@ -136,12 +215,16 @@ class GenerativeModel(pl.LightningModule):
         connector = getattr(trainer, "_logger_connector", None)  # private API: else log always
         return connector is None or bool(connector.should_update_logs)
 
-    def backward_and_step(self, loss: torch.Tensor, optimizer, name: str) -> None:
+    def backward_and_step(
+        self, loss: torch.Tensor, optimizer, name: str, private: bool = False
+    ) -> None:
         """zero_grad -> backward -> step (clipping in between, see below), after refusing a
-        non-finite loss."""
+        non-finite loss. ``private``: the step of the DP-SGD nets, inside ``private_pass``."""
         self.check_finite(loss, name)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        if private and self.privacy is not None:
+            self.privacy.check_per_sample(optimizer)
         optimizer.step()
 
     def on_before_optimizer_step(self, optimizer) -> None:

@@ -12,7 +12,8 @@ module converts at its boundary. Stabilisers, each one switch: ``loss``, ``gradi
 linear layer of D), ``label_smoothing`` (one-sided, non-saturating loss only), ``ema_decay``
 (an exponential moving average of G's weights, used by ``generate``/``sample`` and saved in
 checkpoints), ``diffaugment`` (augment D's real and fake inputs), separate G/D learning rates
-(``d_optimizer``, TTUR), ``gradient_clip_val``, ``scheduler``.
+(``d_optimizer``, TTUR), ``gradient_clip_val``, ``scheduler``. ``privacy`` trains D with
+DP-SGD (``genlab.models.privacy``; G is private as post-processing of D).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFacto
 from genlab.models.diffaugment import check_policy, diff_augment
 from genlab.models.losses import GAN_LOSSES
 from genlab.models.penalties import gradient_penalty, r1_penalty
+from genlab.models.privacy import DifferentialPrivacy
 
 
 class GAN(GenerativeModel):
@@ -53,9 +55,17 @@ class GAN(GenerativeModel):
         label_smoothing: float = 0.0,
         ema_decay: float | None = None,
         diffaugment: list[str] | tuple[str, ...] = (),
+        privacy: DifferentialPrivacy | None = None,
     ) -> None:
         super().__init__(
-            latent_dim, monitor, monitor_mode, scheduler, gradient_clip_val, compile, channels_last
+            latent_dim,
+            monitor,
+            monitor_mode,
+            scheduler,
+            gradient_clip_val,
+            compile,
+            channels_last,
+            privacy,
         )
         if loss not in GAN_LOSSES:
             raise ConfigError(
@@ -67,6 +77,21 @@ class GAN(GenerativeModel):
             raise ConfigError(f"model.label_smoothing works with loss=non_saturating, not {loss}.")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay={ema_decay} must be in (0, 1), e.g. 0.999.")
+        if self.privacy is not None:
+            # Penalties need a double backward and spectral norm a weight parametrisation;
+            # Opacus' per-sample gradients support neither.
+            for name, value in (
+                ("gradient_penalty", gradient_penalty),
+                ("r1_gamma", r1_gamma),
+                ("spectral_norm", spectral_norm),
+            ):
+                if value:
+                    shown, off = ("true", "false") if isinstance(value, bool) else (value, 0)
+                    raise ConfigError(
+                        f"model.{name}={shown} does not combine with model.privacy.enabled=true"
+                        f" (DP-SGD's per-sample gradients): set model.{name}={off}."
+                    )
+            discriminator = self.privacy.make_private(discriminator, "discriminator")
         if spectral_norm:
             for module in list(discriminator.modules()):
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -91,7 +116,15 @@ class GAN(GenerativeModel):
     def configure_optimizers(self):
         opt_g = self.optimizer_factory(self.generator.parameters())
         opt_d = self.d_optimizer_factory(self.discriminator.parameters())
+        if self.privacy is not None:
+            opt_d = self.privacy.private_optimizer(opt_d)
         return self._with_schedulers([opt_g, opt_d])
+
+    def private_nets(self) -> dict[str, nn.Module]:
+        return {"discriminator": self.discriminator}  # the only net that sees real images
+
+    def private_optimizer_index(self) -> int:
+        return 1
 
     # --- sampling -----------------------------------------------------------------------------
     def generate(self, z: torch.Tensor) -> torch.Tensor:
@@ -130,6 +163,24 @@ class GAN(GenerativeModel):
 
         # Discriminator: real -> 1, fake -> 0. fake is detached: this step must not reach G.
         self.toggle_optimizer(opt_d)
+        with self.private_pass():  # DP: per-sample gradients, real i + fake i as one
+            self._discriminator_step(opt_d, real, fake, batch_idx, log)
+        self.untoggle_optimizer(opt_d)
+
+        # Generator: every n_critic batches, through the freshly updated discriminator.
+        if g_step:
+            self.toggle_optimizer(opt_g)
+            g_loss = self.g_loss_fn(self.discriminator(self.d_input(fake)))
+            self.backward_and_step(g_loss, opt_g, "train/g_loss")
+            self.untoggle_optimizer(opt_g)
+            if self.generator_ema is not None:
+                self.update_ema()
+            # Every G step: with n_critic > 1 a logging step may be a D-only batch, so this one
+            # cannot wait for logging_step. Per step only: an epoch mean accumulated inside
+            # Lightning would not survive a mid-epoch resume.
+            self.log("train/g_loss", g_loss, prog_bar=True)
+
+    def _discriminator_step(self, opt_d, real, fake, batch_idx: int, log: bool) -> None:
         real_in, fake_in = self.d_input(real), self.d_input(fake.detach())
         real_logits = self.discriminator(real_in)
         fake_logits = self.discriminator(fake_in)
@@ -146,21 +197,7 @@ class GAN(GenerativeModel):
             r1 = r1_penalty(self.discriminator, real_in, self.r1_gamma) * self.r1_every
             self.log("train/r1_penalty", r1)
             d_loss = d_loss + r1
-        self.backward_and_step(d_loss, opt_d, "train/d_loss")
-        self.untoggle_optimizer(opt_d)
-
-        # Generator: every n_critic batches, through the freshly updated discriminator.
-        if g_step:
-            self.toggle_optimizer(opt_g)
-            g_loss = self.g_loss_fn(self.discriminator(self.d_input(fake)))
-            self.backward_and_step(g_loss, opt_g, "train/g_loss")
-            self.untoggle_optimizer(opt_g)
-            if self.generator_ema is not None:
-                self.update_ema()
-            # Every G step: with n_critic > 1 a logging step may be a D-only batch, so this one
-            # cannot wait for logging_step. Per step only: an epoch mean accumulated inside
-            # Lightning would not survive a mid-epoch resume.
-            self.log("train/g_loss", g_loss, prog_bar=True)
+        self.backward_and_step(d_loss, opt_d, "train/d_loss", private=True)
 
     def _log_discriminator(self, stage, d_loss, real_logits, fake_logits) -> None:
         # Training: per-step values. Validation/test: epoch means, averaged over DDP ranks.

@@ -31,6 +31,7 @@ from genlab.models.losses import (
     gaussian_kl_per_dim,
     gaussian_log_likelihood,
 )
+from genlab.models.privacy import DifferentialPrivacy
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 # KL weight over training: constant beta; linear warm-up 0 -> beta over kl_warmup_epochs;
@@ -70,9 +71,17 @@ class VAE(GenerativeModel):
         kl_schedule: str = "constant",
         kl_warmup_epochs: float = 0.0,
         free_bits: float = 0.0,
+        privacy: DifferentialPrivacy | None = None,
     ) -> None:
         super().__init__(
-            latent_dim, monitor, monitor_mode, scheduler, gradient_clip_val, compile, channels_last
+            latent_dim,
+            monitor,
+            monitor_mode,
+            scheduler,
+            gradient_clip_val,
+            compile,
+            channels_last,
+            privacy,
         )
         if likelihood not in LIKELIHOODS:
             raise ConfigError(f"model.likelihood={likelihood!r}: choose one of {LIKELIHOODS}.")
@@ -80,6 +89,21 @@ class VAE(GenerativeModel):
             raise ConfigError(f"model.kl_schedule={kl_schedule!r}: choose one of {KL_SCHEDULES}.")
         if kl_schedule != "constant" and kl_warmup_epochs <= 0:
             raise ConfigError(f"model.kl_schedule={kl_schedule} needs model.kl_warmup_epochs > 0.")
+        if self.privacy is not None:
+            if free_bits:  # a clamp of the batch-mean KL: not a sum of per-image losses
+                raise ConfigError(
+                    "model.free_bits does not combine with model.privacy.enabled=true: its "
+                    "batch-mean clamp mixes images, so per-image gradients would not bound "
+                    "one image's influence. Set model.free_bits=0."
+                )
+            if likelihood == "gaussian" and gaussian_sigma is None:
+                raise ConfigError(
+                    "model.privacy.enabled=true trains encoder and decoder with DP-SGD; the "
+                    "learned Gaussian sigma sits outside them. Fix it (model.gaussian_sigma="
+                    "0.1) or use model.likelihood=bernoulli."
+                )
+            encoder = self.privacy.make_private(encoder, "encoder")
+            decoder = self.privacy.make_private(decoder, "decoder")
         self.encoder = encoder
         self.decoder = decoder
         self.optimizer_factory = optimizer
@@ -101,7 +125,13 @@ class VAE(GenerativeModel):
                 self.register_buffer("log_sigma", torch.tensor(math.log(gaussian_sigma)))
 
     def configure_optimizers(self):
-        return self._with_schedulers([self.optimizer_factory(self.parameters())])
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.privacy is not None:
+            optimizer = self.privacy.private_optimizer(optimizer)
+        return self._with_schedulers([optimizer])
+
+    def private_nets(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder, "decoder": self.decoder}
 
     # --- the VAE interface --------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,8 +225,9 @@ class VAE(GenerativeModel):
         return loss
 
     def training_step(self, batch, batch_idx: int) -> None:
-        loss = self._step(batch[0], "train", batch_idx)
-        self.backward_and_step(loss, self.optimizers(), "train/loss")
+        with self.private_pass():  # per-image gradients under model.privacy
+            loss = self._step(batch[0], "train", batch_idx)
+            self.backward_and_step(loss, self.optimizers(), "train/loss", private=True)
 
     def _evaluate(self, x: torch.Tensor, stage: str) -> None:
         self._step(x, stage)

@@ -1,0 +1,196 @@
+"""Differentially private training: DP-SGD's step, the accountant, the budget, bad configs."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import open_dict
+from opacus.accountants import RDPAccountant
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+from torch.utils.data import TensorDataset
+
+from genlab.data.resumable import PoissonBatchSampler, ResumableLoader
+from genlab.errors import ConfigError
+from genlab.models.privacy import DifferentialPrivacy
+from genlab.nets.conv import ConvEncoder
+from genlab.train import run
+from genlab.utils.config import instantiate_group
+
+DP = ["model.privacy.enabled=true", "debug=limit", "test=false"]
+
+
+def _tiny_critic() -> nn.Module:
+    return ConvEncoder(out_features=1, channels=1, image_size=28, width=8, norm="batch")
+
+
+def _started(privacy: DifferentialPrivacy, net: nn.Module, batch_size: int = 4):
+    """A private SGD(lr=1) optimizer over ``net``, started on a Poisson loader of 16 images."""
+    optimizer = privacy.private_optimizer(torch.optim.SGD(net.parameters(), lr=1.0))
+    loader = ResumableLoader(
+        TensorDataset(torch.rand(16, 1, 28, 28)), batch_size, seed=0, poisson=True
+    )
+    privacy.start({"critic": net}, optimizer, loader, max_epochs=1, steps_per_epoch=4)
+    return optimizer
+
+
+def _critic_loss(net: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-net(real)).mean() + F.softplus(net(fake)).mean()
+
+
+def test_dp_step_is_the_sum_of_clipped_per_image_gradients_plus_noise() -> None:
+    """One "sample" of D's loss is real image i plus fake image i; each such gradient is
+    clipped to max_grad_norm, the clipped ones summed, noise added, and the sum divided by
+    the *expected* batch size."""
+    torch.manual_seed(0)
+    clip = 0.05
+    privacy = DifferentialPrivacy(enabled=True, noise_multiplier=1.0, max_grad_norm=clip)
+    net = privacy.make_private(_tiny_critic(), "discriminator")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert any(isinstance(m, nn.GroupNorm) for m in net.modules())
+    reference = copy.deepcopy(net)
+    optimizer = _started(privacy, net, batch_size=4)
+    real, fake = torch.rand(5, 1, 28, 28), torch.rand(5, 1, 28, 28)  # 5 drawn, 4 expected
+
+    # By hand: per-pair gradients of a copy, clipped, summed, / expected batch size.
+    params = list(reference.parameters())
+    expected = [torch.zeros_like(p) for p in params]
+    norms = []
+    for i in range(5):
+        grads = torch.autograd.grad(
+            _critic_loss(reference, real[i : i + 1], fake[i : i + 1]), params
+        )
+        norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+        norms.append(float(norm))
+        for total, g in zip(expected, grads, strict=True):
+            total += g * min(1.0, clip / float(norm)) / 4
+    assert min(norms) > clip  # every pair was clipped: the test exercises the clipping
+
+    def private_gradient(noise: float) -> list[torch.Tensor]:
+        optimizer.noise_multiplier = noise
+        optimizer.zero_grad(set_to_none=True)
+        with privacy.recording():
+            _critic_loss(net, real, fake).backward()
+        privacy.check_per_sample(optimizer)
+        optimizer.pre_step()  # clip, sum, noise, scale (the step itself would move net)
+        return [p.grad.clone() for p in net.parameters()]
+
+    for got, want in zip(private_gradient(0.0), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+    privacy.accountant.history = []  # forget the noiseless step (it spends infinite epsilon)
+    noise = torch.cat(
+        [(g - w).flatten() for g, w in zip(private_gradient(1.0), expected, strict=True)]
+    )
+    assert noise.std().item() == pytest.approx(1.0 * clip / 4, rel=0.1)  # sigma * C / B
+    first = privacy.epsilon()
+    private_gradient(1.0)
+    assert math.isfinite(first) and 0 < first < privacy.epsilon()
+
+
+def test_a_step_without_per_sample_gradients_is_refused() -> None:
+    """Opacus' optimizer would quietly take a plain, non-private step."""
+    privacy = DifferentialPrivacy(enabled=True)
+    net = privacy.make_private(_tiny_critic(), "discriminator")
+    optimizer = _started(privacy, net)
+    _critic_loss(net, torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)).backward()
+    with pytest.raises(RuntimeError, match="non-private step"):
+        privacy.check_per_sample(optimizer)
+
+
+def test_unsupported_layers_are_named() -> None:
+    net = _tiny_critic()
+    spectral_norm(net.net[0])
+    with pytest.raises(ConfigError, match=r"discriminator's layers net\.0 .*spectral"):
+        DifferentialPrivacy(enabled=True).make_private(net, "discriminator")
+
+
+def test_a_loader_without_poisson_sampling_is_refused() -> None:
+    privacy = DifferentialPrivacy(enabled=True)
+    net = privacy.make_private(_tiny_critic(), "discriminator")
+    optimizer = privacy.private_optimizer(torch.optim.SGD(net.parameters(), lr=1.0))
+    shuffled = ResumableLoader(TensorDataset(torch.rand(16, 1, 28, 28)), 4, seed=0)
+    with pytest.raises(ConfigError, match=r"data\.poisson_sampling=true"):
+        privacy.start({"critic": net}, optimizer, shuffled, max_epochs=1, steps_per_epoch=4)
+
+
+def test_poisson_batches_vary_and_resume_exactly() -> None:
+    sampler = PoissonBatchSampler(size=1000, batch_size=50, seed=3)
+    epoch0 = list(sampler)
+    sizes = [len(b) for b in epoch0]
+    assert len(epoch0) == 20 and len(set(sizes)) > 3  # sizes vary around 50
+    assert 40 < sum(sizes) / len(sizes) < 60
+    assert list(sampler) != epoch0  # the next pass is a new epoch
+    sampler.set_epoch(0)
+    sampler.start = 7  # what load_state_dict does for a checkpoint after 7 batches
+    assert list(sampler) == epoch0[7:]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model=wgan_gp"], "model.gradient_penalty=10.0 does not combine"),
+        (["model.spectral_norm=true"], "model.spectral_norm=true does not combine"),
+        (["model.gradient_clip_val=1.0"], "model.gradient_clip_val does not combine"),
+        (["model=vae", "model.likelihood=gaussian"], "model.gaussian_sigma=0.1"),
+        (["model=vae", "model.free_bits=0.1"], "model.free_bits=0"),
+        (["model.privacy.noise_multiplier=null"], "set model.privacy.target_epsilon"),
+    ],
+)
+def test_settings_dp_cannot_honour_are_refused(make_cfg, overrides, message) -> None:
+    cfg = make_cfg(*overrides, "model.privacy.enabled=true")
+    with pytest.raises(ConfigError, match=message):
+        instantiate_group(cfg, "model")
+
+
+def test_on_device_batches_cannot_be_poisson_sampled(make_cfg) -> None:
+    cfg = make_cfg("model.privacy.enabled=true", "data.on_device=true")
+    assert cfg.data.poisson_sampling is True  # follows model.privacy.enabled
+    with pytest.raises(ConfigError, match=r"data\.on_device=false"):
+        instantiate_group(cfg, "data")
+
+
+def _epsilons(run_dir: Path) -> list[float]:
+    with open(run_dir / "metrics.csv") as f:
+        return [float(r["train/epsilon"]) for r in csv.DictReader(f) if r.get("train/epsilon")]
+
+
+@pytest.mark.parametrize("model", ["gan", "vae"])
+def test_dp_training_logs_a_rising_epsilon_and_meets_its_target(make_cfg, model: str) -> None:
+    """noise_multiplier=null: the noise is chosen so that max_epochs spend target_epsilon."""
+    cfg = make_cfg(
+        f"model={model}",
+        *DP,
+        "model.privacy.noise_multiplier=null",
+        "model.privacy.target_epsilon=8",
+    )
+    run(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    epsilons = _epsilons(run_dir)
+    assert len(epsilons) == 2 and 0 < epsilons[0] < epsilons[1] <= 8
+    assert epsilons[1] > 7.5  # the whole budget is used, not a fraction of it
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert sum(steps for _, _, steps in ckpt["privacy"]["history"]) == 10  # 2 epochs x 5
+    assert ckpt["privacy"]["epsilon"] == pytest.approx(epsilons[1])
+    assert not any("running_mean" in k for k in ckpt["state_dict"] if "discriminator" in k)
+
+
+def test_training_stops_when_the_budget_is_spent(make_cfg) -> None:
+    cfg = make_cfg(*DP, "model.privacy.noise_multiplier=1.0")
+    rate = cfg.data.batch_size / 550  # 1% of MNIST's 55k training split
+    accountant = RDPAccountant()
+    accountant.history = [(1.0, rate, 3)]
+    target = accountant.get_epsilon(1e-5) * 1.0001  # three steps fit, a fourth would not
+    with open_dict(cfg):
+        cfg.model.privacy.target_epsilon = target
+    run(cfg)
+    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert sum(steps for _, _, steps in ckpt["privacy"]["history"]) == 3
+    assert ckpt["privacy"]["epsilon"] <= target
+    assert ckpt["epoch"] == 0  # stopped inside the first of two epochs
