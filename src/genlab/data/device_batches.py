@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from genlab.data.resumable import item_seed
+from genlab.data.resumable import item_seed, resume_position
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -128,8 +128,6 @@ class DeviceBatches:
         return {"epoch": self.pass_epoch, "batches": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        epoch, batches = state["epoch"], state["batches"]
-        if batches >= len(self):  # saved on the epoch's last batch: the next epoch starts fresh
-            epoch, batches = epoch + 1, 0
+        epoch, batches = resume_position(state, len(self))
         self.sampler.set_epoch(epoch)
         self.start = batches

@@ -38,6 +38,13 @@ def item_seed(seed: int, epoch: int, position: int) -> int:
     return (seed * 31 + epoch * _EPOCH_STRIDE + position * _POSITION_STRIDE) % (2**63 - 1)
 
 
+def resume_position(state: dict[str, int], batches_per_epoch: int) -> tuple[int, int]:
+    """A checkpointed ``{"epoch", "batches"}`` -> (epoch, batches to skip) of the next batch.
+    Saved on an epoch's last batch (or after it): the next epoch starts fresh."""
+    epoch, batches = state["epoch"], state["batches"]
+    return (epoch + 1, 0) if batches >= batches_per_epoch else (epoch, batches)
+
+
 class ResumableSampler(Sampler):
     """Shuffled indices, ``num_samples`` per epoch (reshuffled passes when it exceeds the set),
     drawn from ``seed + epoch``. Yields ``(index, item_seed)`` pairs for ``SeededItems``.
@@ -167,9 +174,7 @@ class ResumableLoader(DataLoader):
         return {"epoch": self.order.pass_epoch, "batches": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        epoch, batches = state["epoch"], state["batches"]
-        if batches >= len(self):  # saved on the epoch's last batch: the next epoch starts fresh
-            epoch, batches = epoch + 1, 0
+        epoch, batches = resume_position(state, len(self))
         self.order.set_epoch(epoch)
         # The Poisson sampler counts batches, the shuffling one items.
         self.order.start = batches if self.sample_rate else batches * self.expected_batch_size
