@@ -163,13 +163,17 @@ class DifferentialPrivacy:
         if self.noise_multiplier is None:
             from opacus.accountants.utils import get_noise_multiplier
 
-            self.noise_multiplier = get_noise_multiplier(
-                target_epsilon=self.target_epsilon,
-                target_delta=self.delta,
-                sample_rate=self.sample_rate,
-                steps=max_epochs * steps_per_epoch,
-                accountant="rdp",
-            )
+            with warnings.catch_warnings():
+                # The bisection probes tiny noise levels, where Opacus warns that the RDP
+                # orders run out; the noise it settles on is not affected.
+                warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+                self.noise_multiplier = get_noise_multiplier(
+                    target_epsilon=self.target_epsilon,
+                    target_delta=self.delta,
+                    sample_rate=self.sample_rate,
+                    steps=max_epochs * steps_per_epoch,
+                    accountant="rdp",
+                )
             log.info(
                 "privacy: noise_multiplier %.4f spends epsilon %g in %d epochs",
                 self.noise_multiplier, self.target_epsilon, max_epochs,
