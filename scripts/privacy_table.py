@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def audit(run_dir: Path, checkpoint: str) -> dict[str, float]:
-    out = run_dir / "audit"
+    out = (run_dir / "audit").resolve()  # eval.py runs from the repo root
     if not (out / "metrics.json").exists():
         command = [
             sys.executable, "eval.py", f"ckpt_path={checkpoint}", "metrics=[memorization]",
