@@ -61,7 +61,9 @@ def row(run_dir: Path) -> list[str]:
         fmt("test/class_kl", digits=3),
         fmt("test/nll_nats", digits=1),
         fmt("memorization/copying_ct", memo, 1),
-        fmt("memorization/features_closer_than_heldout", memo, 3),
+        fmt("memorization/features_closer_than_heldout", memo)
+        + " / "
+        + fmt("memorization/pixels_closer_than_heldout", memo),
         f"{result['seconds'] / 60:.0f}",
         f"`{run_dir.name}`",
     ]
@@ -73,7 +75,8 @@ def main() -> None:
     args = parser.parse_args()
     header = [
         "model", "epsilon (delta 1e-5)", "noise", "FID", "precision", "recall", "classes",
-        "class KL", "test NLL (nats)", "C_T", "closer than held-out", "minutes", "run",
+        "class KL", "test NLL (nats)", "C_T", "closer than held-out (features / pixels)",
+        "minutes", "run",
     ]  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
