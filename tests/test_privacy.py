@@ -194,3 +194,33 @@ def test_training_stops_when_the_budget_is_spent(make_cfg) -> None:
     assert sum(steps for _, _, steps in ckpt["privacy"]["history"]) == 3
     assert ckpt["privacy"]["epsilon"] <= target
     assert ckpt["epoch"] == 0  # stopped inside the first of two epochs
+
+
+def test_privacy_table_reads_quality_budget_and_audit(tmp_path: Path) -> None:
+    """scripts/privacy_table.py: one row per run from result.json, the checkpoint's accountant
+    and the audit next to the run (an existing audit is reused, not rerun)."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from privacy_table import row
+
+    run_dir = tmp_path / "vae_eps1"
+    (run_dir / "audit").mkdir(parents=True)
+    checkpoint = run_dir / "best.ckpt"
+    torch.save(
+        {
+            "genlab_config": {"model": {"_target_": "genlab.models.vae.VAE"}},
+            "privacy": {"epsilon": 0.9971, "noise_multiplier": 1.0059},
+        },
+        checkpoint,
+    )
+    metrics = {"test/fid": 33.29, "test/nll_nats": 144.75, "test/classes_covered": 10.0}
+    (run_dir / "result.json").write_text(
+        json.dumps({"best_model_path": str(checkpoint), "metrics": metrics, "seconds": 1658})
+    )
+    audit = {"memorization/copying_ct": 23.46, "memorization/pixels_closer_than_heldout": 0.004}
+    (run_dir / "audit" / "metrics.json").write_text(json.dumps({"metrics": audit}))
+    cells = row(run_dir)
+    assert cells[:4] == ["VAE", "1.00", "1.006", "33.29"]
+    assert "144.8" in cells and "23.5" in cells and "- / 0.00" in cells and "28" in cells
