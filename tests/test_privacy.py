@@ -36,7 +36,7 @@ def _started(privacy: DifferentialPrivacy, net: nn.Module, batch_size: int = 4):
     loader = ResumableLoader(
         TensorDataset(torch.rand(16, 1, 28, 28)), batch_size, seed=0, poisson=True
     )
-    privacy.start({"critic": net}, optimizer, loader, max_epochs=1, steps_per_epoch=4)
+    privacy.start({"critic": net}, loader, max_epochs=1, steps_per_epoch=4)
     return optimizer
 
 
@@ -114,10 +114,10 @@ def test_unsupported_layers_are_named() -> None:
 def test_a_loader_without_poisson_sampling_is_refused() -> None:
     privacy = DifferentialPrivacy(enabled=True)
     net = privacy.make_private(_tiny_critic(), "discriminator")
-    optimizer = privacy.private_optimizer(torch.optim.SGD(net.parameters(), lr=1.0))
+    privacy.private_optimizer(torch.optim.SGD(net.parameters(), lr=1.0))
     shuffled = ResumableLoader(TensorDataset(torch.rand(16, 1, 28, 28)), 4, seed=0)
     with pytest.raises(ConfigError, match=r"data\.poisson_sampling=true"):
-        privacy.start({"critic": net}, optimizer, shuffled, max_epochs=1, steps_per_epoch=4)
+        privacy.start({"critic": net}, shuffled, max_epochs=1, steps_per_epoch=4)
 
 
 def test_poisson_batches_vary_and_resume_exactly() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import pytorch_lightning as pl
 import torch
@@ -132,10 +132,6 @@ class GenerativeModel(pl.LightningModule):
         """The nets that see real images and are trained with DP-SGD under model.privacy."""
         raise ConfigError(f"model.privacy is not supported by {type(self).__name__}.")
 
-    def private_optimizer_index(self) -> int:
-        """Which of ``self.optimizers()`` steps the private nets."""
-        return 0
-
     def _start_privacy(self) -> None:
         trainer = self.trainer
         if trainer.world_size > 1 or "16" in str(trainer.precision):
@@ -152,7 +148,6 @@ class GenerativeModel(pl.LightningModule):
             )
         self.privacy.start(
             self.private_nets(),
-            trainer.optimizers[self.private_optimizer_index()],
             trainer.train_dataloader,
             max_epochs or 0,
             trainer.num_training_batches,  # limit_train_batches included
@@ -162,15 +157,10 @@ class GenerativeModel(pl.LightningModule):
         if self.privacy is not None:
             self.privacy.stop()
 
-    @contextmanager
-    def private_pass(self) -> Iterator[None]:
+    def private_pass(self) -> AbstractContextManager:
         """Forward/backward passes of the private nets inside get per-sample gradients
         (a no-op without privacy)."""
-        if self.privacy is None:
-            yield
-            return
-        with self.privacy.recording():
-            yield
+        return self.privacy.recording() if self.privacy is not None else nullcontext()
 
     def on_train_batch_start(self, batch, batch_idx: int) -> int | None:
         privacy = self.privacy

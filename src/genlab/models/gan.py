@@ -123,9 +123,6 @@ class GAN(GenerativeModel):
     def private_nets(self) -> dict[str, nn.Module]:
         return {"discriminator": self.discriminator}  # the only net that sees real images
 
-    def private_optimizer_index(self) -> int:
-        return 1
-
     # --- sampling -----------------------------------------------------------------------------
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         generator = self.generator_ema if self.generator_ema is not None else self.generator

@@ -79,6 +79,7 @@ class DifferentialPrivacy:
         self.sample_rate: float | None = None
         self.max_steps: int | None = None  # private steps the target budget allows
         self._hooks: list = []  # Opacus GradSampleModules, kept out of the module tree
+        self._optimizer = None  # the DPOptimizer made by private_optimizer()
         self._accountant = None
         self._warned = False
 
@@ -132,12 +133,12 @@ class DifferentialPrivacy:
             loss_reduction="mean",
         )
         dp.attach_step_hook(self._count_step)
+        self._optimizer = dp  # start() settles its noise and batch size
         return dp
 
     def start(
         self,
         nets: Mapping[str, nn.Module],
-        optimizer: torch.optim.Optimizer,
         loader: object,
         max_epochs: int,
         steps_per_epoch: int,
@@ -178,6 +179,7 @@ class DifferentialPrivacy:
                 "privacy: noise_multiplier %.4f spends epsilon %g in %d epochs",
                 self.noise_multiplier, self.target_epsilon, max_epochs,
             )  # fmt: skip
+        optimizer = self._optimizer
         optimizer.noise_multiplier = self.noise_multiplier
         # The summed noisy gradient is divided by the *expected* batch size: dividing by the
         # drawn one would make the noise scale depend on the data.
