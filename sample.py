@@ -1,11 +1,13 @@
 """Entry point: `python sample.py [overrides]`. The work is in `genlab.sample.run`."""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 import genlab  # noqa: F401  (registers the config resolvers)
 from genlab.sample import run
-from genlab.utils.cli import exit_on_user_error
+from genlab.utils.cli import exit_if_plugin_missing, exit_on_user_error
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
@@ -15,4 +17,6 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    # Before Hydra composes: a sweeper/launcher without its extra is one line, not a traceback.
+    exit_if_plugin_missing(Path(__file__).parent / "conf", "sample")
     main()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
 
 from genlab.errors import GenlabError
 
@@ -34,3 +38,113 @@ def _in_multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+# Configs that Hydra plugins provide (not files in conf/): (group, name) -> (module, what it is).
+# They come with the `sweeps` extra; without it Hydra fails with a long "could not find" error.
+SWEEPS_INSTALL = 'pip install -e ".[sweeps]"'
+PLUGIN_CONFIGS = {
+    ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "the Optuna sweeper"),
+    ("hydra/launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "the joblib launcher"),
+    ("hydra/launcher", "submitit_local"): (
+        "hydra_plugins.hydra_submitit_launcher", "the submitit launcher",
+    ),
+    ("hydra/launcher", "submitit_slurm"): (
+        "hydra_plugins.hydra_submitit_launcher", "the submitit launcher",
+    ),
+}  # fmt: skip
+
+
+def exit_if_plugin_missing(
+    conf_dir: str | Path, config_name: str, argv: list[str] | None = None
+) -> None:
+    """Before Hydra runs: if the command selects a sweeper or launcher whose plugin is not
+    installed, print one line naming the extra to install and exit 1.
+
+    Follows the selections on the command line (``hparams_search=gan_optuna``,
+    ``hydra/launcher=slurm``, ``experiment=...``) and in the primary config's defaults list
+    through the config files in ``conf_dir`` (their own defaults lists, e.g. ``override
+    /hydra/sweeper: optuna``). Not seen: configs found only through ``--config-dir`` / a
+    ``hydra.searchpath``; Hydra's own error remains for those.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    conf_dir = Path(conf_dir)
+    for selection, (group, name) in _selections(conf_dir, config_name, argv):
+        for module, what in _plugins_needed(conf_dir, group, name, set()):
+            if not _installed(module):
+                print(f"genlab: error: {selection} needs {what}: {SWEEPS_INSTALL}", file=sys.stderr)
+                sys.exit(1)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # hydra_plugins itself absent: no plugin at all
+        return False
+
+
+def _selections(
+    conf_dir: Path, config_name: str, argv: list[str]
+) -> list[tuple[str, tuple[str, str]]]:
+    """``("group=name", (group, name))`` for each config the command selects: the primary
+    config's defaults, replaced by the command line's choices for the same group."""
+    args = iter(argv)
+    overrides = []
+    for arg in args:  # --config-name/-cn pick another primary config
+        if arg in ("-cn", "--config-name"):
+            config_name = next(args, config_name)
+        elif arg.startswith("--config-name="):
+            config_name = arg.partition("=")[2]
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    chosen: dict[str, list[str]] = {}
+    for group, name in _defaults(conf_dir / f"{config_name}.yaml", ""):
+        chosen.setdefault(group, []).append(name)
+    for override in overrides:
+        key, eq, value = override.lstrip("+").partition("=")
+        key = key.partition("@")[0]
+        if not eq or "." in key or key.startswith("~"):  # a value (a.b=1) or a deletion
+            continue
+        # A multirun sweeps a group over comma-separated choices: experiment=a,b
+        chosen[key] = [v.strip() for v in value.split(",") if v.strip() not in ("", "null")]
+    return [(f"{g}={n}", (g, n)) for g, names in chosen.items() for n in names]
+
+
+def _plugins_needed(
+    conf_dir: Path, group: str, name: str, seen: set[tuple[str, str]]
+) -> Iterator[tuple[str, str]]:
+    """The ``(module, what)`` plugins that selecting config ``group/name`` needs, following
+    the defaults lists of the config files it pulls in."""
+    if (group, name) in seen:
+        return
+    seen.add((group, name))
+    if (group, name) in PLUGIN_CONFIGS:
+        yield PLUGIN_CONFIGS[group, name]
+        return
+    for sub_group, sub_name in _defaults(conf_dir / group / f"{name}.yaml", group):
+        yield from _plugins_needed(conf_dir, sub_group, sub_name, seen)
+
+
+def _defaults(path: Path, group: str) -> list[tuple[str, str]]:
+    """``(group, name)`` for each entry of a config file's defaults list (none when the file
+    does not exist or does not parse: Hydra reports that itself)."""
+    try:
+        defaults = (yaml.safe_load(path.read_text()) or {}).get("defaults") or []
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []
+    entries = []
+    for entry in defaults:
+        if isinstance(entry, str):  # another config of the same group (wgan_gp -> gan_optuna)
+            key, value = "", entry
+        elif isinstance(entry, dict) and len(entry) == 1:  # [override] group: name
+            key, value = next(iter(entry.items()))
+            key = str(key).removeprefix("override ").strip().partition("@")[0]
+        else:
+            continue
+        if not isinstance(value, str) or value in ("_self_", "null"):
+            continue
+        if value.startswith("/"):  # "/group/name"
+            key, _, value = value.rpartition("/")
+        sub_group = key.lstrip("/") if key.startswith("/") or not group else f"{group}/{key}"
+        entries.append((sub_group.strip("/"), value))
+    return entries
