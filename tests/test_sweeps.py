@@ -61,6 +61,24 @@ def test_optuna_sweep_records_failed_trials_and_resumes(tmp_path: Path) -> None:
     assert len(optuna.load_study(study_name="gan_optuna", storage=storage).trials) == 4
 
 
+def test_plain_multirun_with_a_failed_job_still_writes_the_summary(tmp_path: Path) -> None:
+    # model.n_critic=0 is rejected when the model is built. Hydra's basic sweeper runs both jobs,
+    # then re-raises job 0's error instead of ending the multirun: the summary is written anyway.
+    result = run_script(
+        "train.py", "-m", "model.n_critic=0,1", *JOB, f"hydra.sweep.dir={tmp_path}"
+    )  # fmt: skip
+    output = result.stderr + result.stdout
+    error = "model (genlab.models.gan.GAN): model.n_critic=0 must be >= 1."
+    assert result.returncode == 1, output[-3000:]  # a job failed: the command says so
+    assert f"genlab: error: {error}" in output
+    assert [j.status for j in collect(tmp_path)] == ["failed", "ok"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| 0 | 0 | failed |" in summary and "| 1 | 1 | ok |" in summary
+    assert f"- job 0: ConfigError: {error}" in summary
+    assert "Best: job 1 " in summary and (tmp_path / "summary.csv").is_file()
+    assert "1 of 2 jobs did not finish (listed in summary.md): job 0" in output
+
+
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path) -> None:
     result = run_script(
         "train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",

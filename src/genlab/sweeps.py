@@ -8,12 +8,14 @@ Every job of a multirun leaves ``<job>/.hydra/overrides.yaml`` (what it changed)
 checkpoint, final metrics). ``summarize`` joins them into ``summary.csv`` / ``summary.md`` in the
 sweep directory and draws, for each swept parameter, the metric against it (one line per
 combination of the other swept parameters) as ``plot_<metric>_vs_<param>.png``. Hydra calls it
-by itself at the end of every ``-m`` run (``SummarizeSweep`` in ``conf/hydra/default.yaml``).
+by itself at the end of every ``-m`` run (``SummarizeSweep`` in ``conf/hydra/default.yaml``),
+also one that stopped on a failed job.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import json
 import logging
@@ -220,13 +222,35 @@ def _plot(
 class SummarizeSweep(Callback):
     """Hydra callback: summarise a multirun when it ends and print the best job.
 
-    ``metrics`` / ``x`` as in :func:`summarize` (``hydra.callbacks.sweep_summary.metrics``)."""
+    ``metrics`` / ``x`` as in :func:`summarize` (``hydra.callbacks.sweep_summary.metrics``).
+
+    Hydra calls ``on_multirun_end`` only when the sweeper returns. The basic sweeper instead
+    re-raises the first failed job's error once its jobs have run (and Ctrl-C or an Optuna
+    ``max_failure_rate`` below 1 also end a sweep by an exception), so the summary is then
+    written when the process exits, failed jobs and their errors included."""
 
     def __init__(self, metrics: list[str] | None = None, x: str | None = None) -> None:
         self.metrics, self.x = metrics, x
+        self._sweep_dir: Path | None = None
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        self._sweep_dir = Path(config.hydra.sweep.dir)
+        atexit.register(self._summarize_at_exit)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
+        atexit.unregister(self._summarize_at_exit)
+        self._report(Path(config.hydra.sweep.dir))
+
+    def _summarize_at_exit(self) -> None:
+        """The sweep ended by an exception (a failed job, Ctrl-C): summarise what ran."""
+        if self._sweep_dir is None or not any(self._sweep_dir.glob("*/.hydra/overrides.yaml")):
+            return  # stopped before any job (e.g. a config that does not compose)
+        try:
+            self._report(self._sweep_dir)
+        except Exception as err:  # at exit a traceback would only bury the sweep's own error
+            log.warning("sweep summary skipped: %s: %s", type(err).__name__, err)
+
+    def _report(self, sweep_dir: Path) -> None:
         try:
             summary = summarize(sweep_dir, self.metrics, self.x)
         except (FileNotFoundError, OSError, ValueError) as err:  # never fail a finished sweep
@@ -241,6 +265,12 @@ class SummarizeSweep(Callback):
                 "best job %s: %s = %.4g | %s | checkpoint: %s",
                 best.num, best.result.get("monitor"), best.value("best"), overrides,
                 best.result.get("best_model_path") or "-",
+            )  # fmt: skip
+        failed = [j for j in summary["jobs"] if j.status != "ok"]
+        if failed:
+            log.warning(
+                "%d of %d jobs did not finish (listed in summary.md): %s",
+                len(failed), len(summary["jobs"]), ", ".join(f"job {j.num}" for j in failed),
             )  # fmt: skip
 
 
