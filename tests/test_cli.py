@@ -80,7 +80,7 @@ def vae_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_gan_checkpoint_samples(tmp_path: Path) -> None:
     from genlab.models.gan import GAN
     from genlab.sample import draw
-    from genlab.utils.checkpoint import load_model
+    from genlab.resume.checkpoint import load_model
 
     result = run_script(
         "train.py", *tiny_overrides("gan"), "debug=limit", f"hydra.run.dir={tmp_path}"
@@ -119,7 +119,7 @@ def test_sample_cli_round_trip(vae_checkpoint: Path, tmp_path: Path) -> None:
 
 def test_samples_do_not_depend_on_batch_size(vae_checkpoint: Path) -> None:
     from genlab.sample import draw
-    from genlab.utils.checkpoint import load_model
+    from genlab.resume.checkpoint import load_model
 
     model, _ = load_model(vae_checkpoint)
     small, large = draw(model, 20, seed=3, batch_size=7), draw(model, 20, seed=3, batch_size=20)
@@ -191,7 +191,7 @@ def test_eval_cli_scores_a_checkpoint(vae_checkpoint: Path, tmp_path: Path) -> N
     # The importance-weighted bound is at least the ELBO (both in nats; nll = -bound).
     assert m["test/nll_nats"] <= -m["test/elbo"] + 1.0 and 0 < m["test/ssim"] <= 1
     output = result.stdout + result.stderr
-    assert "test/fid" in result.stdout and "d_acc does not apply to VAE" in output
+    assert "test/fid" in result.stdout and "d_acc is not computed by VAE" in output
     assert (tmp_path / "metrics.csv").read_text().startswith("metric,value")
 
 

@@ -90,7 +90,7 @@ def test_ema_generator_trails_and_is_used_for_sampling(make_cfg) -> None:
 
     cfg = make_cfg("model=gan", "model.ema_decay=0.9", "debug=limit")
     run(cfg)
-    from genlab.utils.checkpoint import load_model
+    from genlab.resume.checkpoint import load_model
 
     gan, _ = load_model(f"{cfg.paths.output_dir}/checkpoints/last.ckpt")
     raw = torch.cat([p.flatten() for p in gan.generator.parameters()])

@@ -16,14 +16,14 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 from torch.utils.data import TensorDataset
 
-from genlab.data.resumable import PoissonBatchSampler, ResumableLoader
+from genlab.resume.loader import PoissonBatchSampler, ResumableLoader
 from genlab.errors import ConfigError
-from genlab.models.privacy import DifferentialPrivacy
+from genlab.callbacks.privacy import DifferentialPrivacy
 from genlab.nets.conv import ConvEncoder
 from genlab.train import run
-from genlab.utils.config import instantiate_group
+from genlab.utils.instantiate import instantiate_group
 
-DP = ["model.privacy.enabled=true", "debug=limit", "test=false"]
+DP = ["privacy.enabled=true", "debug=limit", "test=false"]
 
 
 def _tiny_critic() -> nn.Module:
@@ -75,8 +75,7 @@ def test_dp_step_is_the_sum_of_clipped_per_image_gradients_plus_noise() -> None:
     def private_gradient(noise: float) -> list[torch.Tensor]:
         optimizer.noise_multiplier = noise
         optimizer.zero_grad(set_to_none=True)
-        with privacy.recording():
-            _critic_loss(net, real, fake).backward()
+        _critic_loss(net, real, fake).backward()
         privacy.check_per_sample(optimizer)
         optimizer.pre_step()  # clip, sum, noise, scale (the step itself would move net)
         return [p.grad.clone() for p in net.parameters()]
@@ -99,6 +98,7 @@ def test_a_step_without_per_sample_gradients_is_refused() -> None:
     privacy = DifferentialPrivacy(enabled=True)
     net = privacy.make_private(_tiny_critic(), "discriminator")
     optimizer = _started(privacy, net)
+    privacy.stop()  # the per-sample hooks are gone: the backward records nothing
     _critic_loss(net, torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)).backward()
     with pytest.raises(RuntimeError, match="non-private step"):
         privacy.check_per_sample(optimizer)
@@ -137,21 +137,24 @@ def test_poisson_batches_vary_and_resume_exactly() -> None:
     [
         (["model=wgan_gp"], "model.gradient_penalty=10.0 does not combine"),
         (["model.spectral_norm=true"], "model.spectral_norm=true does not combine"),
-        (["model.gradient_clip_val=1.0"], "model.gradient_clip_val does not combine"),
+        (["model.gradient_clip_val=1.0"], "model.gradient_clip_val=1.0 does not combine"),
         (["model=vae", "model.likelihood=gaussian"], "model.gaussian_sigma=0.1"),
         (["model=vae", "model.free_bits=0.1"], "model.free_bits=0"),
-        (["model.privacy.noise_multiplier=null"], "set model.privacy.target_epsilon"),
+        (["model=vaegan"], "VAEGAN does not declare which nets see real images"),
+        (["privacy.noise_multiplier=null"], "set privacy.target_epsilon"),
     ],
 )
 def test_settings_dp_cannot_honour_are_refused(make_cfg, overrides, message) -> None:
-    cfg = make_cfg(*overrides, "model.privacy.enabled=true")
+    """Refused by the privacy component before any data is loaded (train.py calls prepare
+    right after building the model)."""
+    cfg = make_cfg(*overrides, "privacy.enabled=true")
     with pytest.raises(ConfigError, match=message):
-        instantiate_group(cfg, "model")
+        instantiate_group(cfg, "privacy").prepare(instantiate_group(cfg, "model"))
 
 
 def test_on_device_batches_cannot_be_poisson_sampled(make_cfg) -> None:
-    cfg = make_cfg("model.privacy.enabled=true", "data.on_device=true")
-    assert cfg.data.poisson_sampling is True  # follows model.privacy.enabled
+    cfg = make_cfg("privacy.enabled=true", "data.on_device=true")
+    assert cfg.data.poisson_sampling is True  # follows privacy.enabled
     with pytest.raises(ConfigError, match=r"data\.on_device=false"):
         instantiate_group(cfg, "data")
 
@@ -167,8 +170,8 @@ def test_dp_training_logs_a_rising_epsilon_and_meets_its_target(make_cfg, model:
     cfg = make_cfg(
         f"model={model}",
         *DP,
-        "model.privacy.noise_multiplier=null",
-        "model.privacy.target_epsilon=8",
+        "privacy.noise_multiplier=null",
+        "privacy.target_epsilon=8",
     )
     run(cfg)
     run_dir = Path(cfg.paths.output_dir)
@@ -182,13 +185,13 @@ def test_dp_training_logs_a_rising_epsilon_and_meets_its_target(make_cfg, model:
 
 
 def test_training_stops_when_the_budget_is_spent(make_cfg) -> None:
-    cfg = make_cfg(*DP, "model.privacy.noise_multiplier=1.0")
+    cfg = make_cfg(*DP, "privacy.noise_multiplier=1.0")
     rate = cfg.data.batch_size / 550  # 1% of MNIST's 55k training split
     accountant = RDPAccountant()
     accountant.history = [(1.0, rate, 3)]
     target = accountant.get_epsilon(1e-5) * 1.0001  # three steps fit, a fourth would not
     with open_dict(cfg):
-        cfg.model.privacy.target_epsilon = target
+        cfg.privacy.target_epsilon = target
     run(cfg)
     ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     assert sum(steps for _, _, steps in ckpt["privacy"]["history"]) == 3

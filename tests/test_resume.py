@@ -58,7 +58,7 @@ def _assert_same_run(a_dir: Path, b_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     ("model", "extra"),
-    [("gan", []), ("vae", []), ("gan", ["model.privacy.enabled=true"])],
+    [("gan", []), ("vae", []), ("gan", ["privacy.enabled=true"])],
     ids=["gan", "vae", "dp_gan"],
 )
 def test_sigterm_mid_epoch_then_resume_is_bit_exact(
@@ -134,7 +134,7 @@ def test_crash_resumes_from_the_periodic_checkpoint_bit_exact(make_cfg, tmp_path
     straight = _train_straight(make_cfg, tmp_path, "gan")
     crashed = make_cfg(
         *SHORT,
-        "callbacks.interrupt.every_n_batches=2",
+        "checkpoint_every_n_batches=2",
         "+callbacks.crash._target_=tests.fault_injection.CrashAt",
         "+callbacks.crash.epoch=1",
         "+callbacks.crash.batch=5",
@@ -183,7 +183,7 @@ def test_same_seed_same_run_and_run_info(make_cfg, tmp_path: Path) -> None:
 
 
 def test_resume_latest_picks_the_newest_run(make_cfg, tmp_path: Path) -> None:
-    from genlab.utils.resume import latest_run
+    from genlab.resume.command import latest_run
 
     runs = tmp_path / "train" / "runs"
     for name in ("2026-01-01_00-00-00", "2026-01-02_00-00-00"):
@@ -198,7 +198,7 @@ def test_checkpoint_writes_are_atomic(tmp_path: Path, monkeypatch) -> None:
     """A kill while last.ckpt is rewritten leaves the previous last.ckpt whole."""
     import lightning_fabric.plugins.io.torch_io as torch_io
 
-    from genlab.utils.atomic import AtomicCheckpointIO
+    from genlab.resume.checkpoint import AtomicCheckpointIO
 
     io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
     io.save_checkpoint({"step": 1, "w": torch.ones(1000)}, path)

@@ -12,8 +12,8 @@ from hydra.core.hydra_config import HydraConfig
 
 from genlab.errors import ConfigError
 from genlab.sweeps import collect, summarize, write_result
-from genlab.utils.config import adapt_strategy_to_launcher
-from genlab.utils.resolvers import override_tags, sweep_group
+from genlab.resolvers import override_tags, sweep_group
+from genlab.utils.launcher import strategy_for_launcher
 from tests.conftest import CONF, JOB_TINY, ROOT, run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -125,23 +125,21 @@ def test_slurm_launcher_gives_one_task_per_device() -> None:
     assert "SlurmLauncher" in launcher._target_
     assert launcher.tasks_per_node == launcher.gpus_per_node == 4
     assert launcher.nodes == 2 and launcher.partition == "gpu"
-    adapt_strategy_to_launcher(cfg)  # SLURM starts the ranks: plain ddp stays
-    assert cfg.trainer.strategy == "ddp_find_unused_parameters_true"
+    assert strategy_for_launcher(cfg) is None  # SLURM starts the ranks: plain ddp stays
     cfg = _with_hydra(
         "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4",
         "hydra.launcher.tasks_per_node=1", "hydra.mode=MULTIRUN", "hydra.sweep.dir=/tmp/x",
     )  # fmt: skip
     with pytest.raises(ConfigError, match="one task per device"):
-        adapt_strategy_to_launcher(cfg)
+        strategy_for_launcher(cfg)
 
 
 def test_local_multirun_turns_ddp_into_ddp_spawn() -> None:
     cfg = _with_hydra("trainer=ddp", "hydra.mode=MULTIRUN", "hydra.sweep.dir=/tmp/x")
-    adapt_strategy_to_launcher(cfg)
-    assert cfg.trainer.strategy == "ddp_spawn_find_unused_parameters_true"
+    assert strategy_for_launcher(cfg) == "ddp_spawn_find_unused_parameters_true"
+    assert cfg.trainer.strategy == "ddp_find_unused_parameters_true"  # the config is unchanged
     cfg = _with_hydra("trainer=ddp", "hydra.mode=RUN")  # a single run keeps plain ddp
-    adapt_strategy_to_launcher(cfg)
-    assert cfg.trainer.strategy == "ddp_find_unused_parameters_true"
+    assert strategy_for_launcher(cfg) is None
 
 
 def test_wandb_group_and_tags_come_from_the_sweep() -> None:

@@ -6,9 +6,10 @@
 
 Sample metrics (``fid kid is pr coverage``) compare ``num_samples`` seeded samples (or the file's)
 with the *test* split through ``features`` (mnist_classifier by default; inception for numbers
-comparable with papers); the real features are cached. Model metrics run ``trainer.test``:
+comparable with papers); the real features are cached. Model metrics run ``trainer.test``;
+each model declares the ones its ``test_step`` computes (``model_metrics``, docs/models.md):
 ``nll`` (VAE importance-weighted bound with ``nll_samples`` samples per image), ``recon``
-(VAE SSIM/PSNR) and ``d_acc`` (GAN discriminator accuracy on held-out real vs fake). Prints a
+(VAE SSIM/PSNR), ``d_acc`` (GAN discriminator accuracy on held-out real vs fake). Prints a
 table and writes ``metrics.json`` and ``metrics.csv`` into the eval run directory.
 """
 
@@ -38,20 +39,23 @@ from genlab.metrics.feature_sets import (
     split_images,
 )
 from genlab.metrics.memorization import closest_pairs, memorization_report
+from genlab.metrics.sampling import draw
 from genlab.metrics.scores import SAMPLE_METRICS, score
-from genlab.models.gan import GAN
-from genlab.models.vae import VAE
-from genlab.sample import draw
+from genlab.resume.checkpoint import load_model
 from genlab.utils.atomic import atomic_path
-from genlab.utils.checkpoint import load_model
-from genlab.utils.config import apply_extras, check_accelerator, instantiate_group
+from genlab.utils.extras import apply_extras
+from genlab.utils.instantiate import instantiate_group
+from genlab.utils.validation import check_accelerator
 
 log = logging.getLogger(__name__)
-# Computed by the model's test_step, for the model families that have them.
-MODEL_METRICS = {"nll": VAE, "recon": VAE, "d_acc": GAN}
 # Needs the training images too: nearest-neighbour distances and the data-copying test.
 AUDIT_METRICS = ("memorization",)
-METRICS = (*SAMPLE_METRICS, *MODEL_METRICS, *AUDIT_METRICS)
+# Any other name is a model metric: the checkpoint's model says whether it computes it.
+
+
+def model_metrics(model: pl.LightningModule | None) -> tuple[str, ...]:
+    """The metrics ``model``'s test_step computes (its ``model_metrics``; none for files)."""
+    return tuple(getattr(model, "model_metrics", ())) if model is not None else ()
 
 
 def load_samples(path: str | Path) -> torch.Tensor:
@@ -138,32 +142,31 @@ def audit_memorization(
     return results
 
 
-def _check_metrics(names: list[str]) -> None:
-    unknown = [m for m in names if m not in METRICS]
-    if unknown:
-        raise ConfigError(f"metrics={names}: unknown {unknown}; choose from {list(METRICS)}.")
-
-
-def _check_model_metrics(names: list[str], model: pl.LightningModule, path: str) -> None:
-    """Inapplicable model metrics are skipped when others run (the default list has them
-    all); asked for alone, e.g. ``metrics=[nll]`` on a GAN, they are an error."""
-    runnable = [
-        m
-        for m in names
-        if m in SAMPLE_METRICS + AUDIT_METRICS or isinstance(model, MODEL_METRICS.get(m, ()))
-    ]
+def _check_metrics(names: list[str], model: pl.LightningModule | None, path: str) -> None:
+    """Sample and audit metrics work for every model; a model metric must be one the model
+    declares. Inapplicable model metrics are skipped when others run; asked for alone, e.g.
+    ``metrics=[nll]`` on a GAN, they are an error."""
+    offered = model_metrics(model)
+    known = (*SAMPLE_METRICS, *AUDIT_METRICS)
+    if model is None:
+        unknown = [m for m in names if m not in known]
+        if unknown and len(unknown) == len(names):
+            raise ConfigError(
+                f"metrics={names}: {unknown} need a checkpoint (ckpt_path=...), not a sample "
+                f"file; sample metrics are {list(known)}."
+            )
+        return
+    runnable = [m for m in names if m in known or m in offered]
     if not runnable:
-        needs = ", ".join(f"{m} needs a {MODEL_METRICS[m].__name__}" for m in names)
         raise ConfigError(
-            f"metrics={names} cannot be computed for {path}, a {type(model).__name__} checkpoint: "
-            f"{needs}. Pass a checkpoint of that model type, or ask for sample metrics "
-            "(fid, kid, is, pr, coverage), which work for every model."
+            f"metrics={names} cannot be computed for {path}, a {type(model).__name__} checkpoint:"
+            f" it computes {list(offered) or 'no model metrics'}. Ask for those, or for sample "
+            f"metrics ({', '.join(SAMPLE_METRICS)}), which work for every model."
         )
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
     names = list(cfg.metrics)
-    _check_metrics(names)
     apply_extras(cfg)
     check_accelerator(cfg.trainer)
     model = train_cfg = samples = None
@@ -173,11 +176,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         source = {"samples": str(cfg.samples)}
     elif cfg.get("ckpt_path"):
         model, train_cfg = load_model(cfg.ckpt_path)
-        _check_model_metrics(names, model, cfg.ckpt_path)
         shape = {k: train_cfg.data[k] for k in ("image_size", "channels")}
         source = {"ckpt_path": str(cfg.ckpt_path)}
     else:
         raise ConfigError("give ckpt_path=<checkpoint> or samples=<file.npy> to evaluate.")
+    _check_metrics(names, model, str(cfg.get("ckpt_path")))
     data_cfg = _data_config(cfg, train_cfg, shape)
     if "memorization" in names and "augment" in data_cfg:
         data_cfg.augment = False  # the audit compares with the training images themselves
@@ -225,17 +228,22 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if len(fake[0]) < 10000 and "fid" in sample_metrics:
             log.warning("FID on %d < 10000 samples is biased upwards: report 10k.", len(fake[0]))
 
-    model_metrics = [m for m in names if m in MODEL_METRICS]
-    if model is None and model_metrics:
-        log.info("metrics %s need a checkpoint, not a sample file: skipped", model_metrics)
-    if model is not None and model_metrics:
-        applicable = [m for m in model_metrics if isinstance(model, MODEL_METRICS[m])]
-        for m in sorted(set(model_metrics) - set(applicable)):
-            log.info("metric %s does not apply to %s: skipped", m, type(model).__name__)
+    requested = [m for m in names if m not in (*SAMPLE_METRICS, *AUDIT_METRICS)]
+    if model is None and requested:
+        log.info("metrics %s need a checkpoint, not a sample file: skipped", requested)
+    if model is not None and requested:
+        applicable = [m for m in requested if m in model_metrics(model)]
+        for m in sorted(set(requested) - set(applicable)):
+            log.warning(
+                "metric %s is not computed by %s (its model metrics: %s): skipped",
+                m, type(model).__name__, list(model_metrics(model)),
+            )  # fmt: skip
         if applicable:
-            if isinstance(model, VAE):
-                model.iwae_samples["test"] = cfg.nll_samples if "nll" in applicable else 0
-                info["nll_samples"] = model.iwae_samples["test"]
+            prepare_test = getattr(model, "prepare_test", None)  # GenerativeModel's hook
+            if prepare_test is not None:
+                prepare_test(applicable, nll_samples=cfg.nll_samples)
+            if "nll" in applicable:
+                info["nll_samples"] = cfg.nll_samples
             trainer: pl.Trainer = instantiate_group(cfg, "trainer", logger=False, callbacks=[])
             pl.seed_everything(cfg.seed, workers=True)
             start = time.perf_counter()

@@ -1,22 +1,16 @@
-"""OmegaConf resolvers used by ``conf/`` (registered when ``genlab`` is imported)."""
+"""OmegaConf resolvers used by ``conf/`` (registered when ``genlab`` is imported).
+
+Config glue for the entry points: it may reach any layer (``image_size_of`` asks the image
+folder data module), so it sits at the top, beside the entry points.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-
-def project_root() -> str:
-    """The folder holding ``conf/``: $GENLAB_ROOT, else the checkout genlab was installed from,
-    else the current directory. Lets ``python /path/to/train.py`` find ``data/`` from anywhere."""
-    if "GENLAB_ROOT" in os.environ:
-        return os.environ["GENLAB_ROOT"]
-    checkout = Path(__file__).resolve().parents[3]  # src/genlab/utils/resolvers.py -> repo
-    if (checkout / "conf" / "train.yaml").exists():
-        return str(checkout)
-    return os.getcwd()
+from genlab.utils.paths import project_root
 
 
 def image_size_of(path: str) -> int:

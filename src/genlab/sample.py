@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,9 @@ from omegaconf import DictConfig
 from torchvision.utils import save_image
 
 from genlab.errors import ConfigError
+from genlab.metrics.sampling import draw
+from genlab.resume.checkpoint import load_model
 from genlab.utils.atomic import atomic_path
-from genlab.utils.checkpoint import load_model
 
 log = logging.getLogger(__name__)
 FORMATS = (".npy", ".pt", ".png")
@@ -39,20 +39,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device=mps but Apple's MPS backend is not available: use device=cpu.")
     return torch.device(device)
-
-
-def iter_samples(model, n: int, seed: int, batch_size: int) -> Iterator[torch.Tensor]:
-    """``n`` samples as CPU batches. All latents are drawn first from one seeded generator, so
-    the images do not depend on ``batch_size`` or the device."""
-    z = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
-    for zb in z.split(batch_size):
-        with torch.no_grad():
-            yield model.generate(zb.to(model.device)).clamp(0, 1).cpu()
-
-
-def draw(model, n: int, seed: int, batch_size: int) -> torch.Tensor:
-    """``n`` samples on the CPU, the concatenation of ``iter_samples``."""
-    return torch.cat(list(iter_samples(model, n, seed, batch_size)))
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -71,7 +57,7 @@ def interpolate(model, rows: int, steps: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     a, b = (torch.randn(1, rows, model.latent_dim, generator=g) for _ in range(2))
     z = slerp(a, b, torch.linspace(0, 1, steps)).transpose(0, 1).reshape(-1, model.latent_dim)
-    return model.generate(z.to(model.device)).clamp(0, 1).cpu()
+    return model.generate(z.to(model.device, model.dtype)).float().clamp(0, 1).cpu()
 
 
 def run(cfg: DictConfig) -> Path:
@@ -85,6 +71,11 @@ def run(cfg: DictConfig) -> Path:
         raise ConfigError(f"mode={mode}: choose one of {MODES}.")
     device = resolve_device(str(cfg.device))
     model, _ = load_model(cfg.ckpt_path, map_location=device)
+    if mode == "interpolate" and not hasattr(model, "generate"):
+        raise ConfigError(
+            f"mode=interpolate walks between latents: {type(model).__name__} has no "
+            "generate(z) and latent_dim (docs/models.md). Use mode=samples."
+        )
     start = time.perf_counter()
     if mode == "interpolate":
         steps = cfg.get("steps", 10)

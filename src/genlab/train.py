@@ -11,30 +11,28 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from pathlib import Path
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, open_dict
-from pytorch_lightning.callbacks import LearningRateMonitor
-from pytorch_lightning.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor
+from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from genlab.callbacks.config import WANDB_ID_KEY, StoreConfigInCheckpoint
+from genlab.errors import ConfigError
 from genlab.loggers import ResumableCSVLogger
+from genlab.resume import resume_callbacks
+from genlab.resume.checkpoint import AtomicCheckpointIO, read_checkpoint
+from genlab.resume.command import resume_config
+from genlab.resume.stored_config import WANDB_ID_KEY
 from genlab.sweeps import write_result
-from genlab.utils.atomic import AtomicCheckpointIO
-from genlab.utils.checkpoint import read_checkpoint
-from genlab.utils.config import (
-    adapt_strategy_to_launcher,
-    apply_extras,
-    fall_back_to_offline_wandb,
-    instantiate_group,
-    instantiate_list,
-    to_dict,
-    validate,
-)
-from genlab.utils.resume import resume_config
+from genlab.utils.extras import apply_extras
+from genlab.utils.instantiate import instantiate_group, instantiate_list, to_dict
+from genlab.utils.launcher import strategy_for_launcher
 from genlab.utils.run_dir import write_run_info
+from genlab.utils.validation import validate
+from genlab.utils.wandb_offline import offline_logger_config
 
 log = logging.getLogger(__name__)
 
@@ -79,26 +77,36 @@ def run(cfg: DictConfig) -> float | None:
 
 def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
     validate(cfg)  # before any data is touched: config mistakes cost seconds
+    check_monitor_source(cfg)
     apply_extras(cfg)
-    fall_back_to_offline_wandb(cfg.get("logger"))
-    adapt_strategy_to_launcher(cfg)
-    resume_wandb_run(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     if rank_zero_only.rank == 0:
         write_run_info(cfg.paths.output_dir, cfg.paths.root_dir)
 
     datamodule: pl.LightningDataModule = instantiate_group(cfg, "data")
     model = instantiate_group(cfg, "model")
+    # What the user asked for, stored in every checkpoint; the runtime adaptations below
+    # (offline W&B, ddp_spawn, the resumed W&B run) act on the objects built, not on this.
     resolved = to_dict(cfg)
-    callbacks = [*instantiate_list(cfg.get("callbacks")), StoreConfigInCheckpoint(resolved)]
-    loggers = instantiate_list(cfg.get("logger"))
-    for logger in loggers:  # a resumed run continues its metrics.csv
-        if isinstance(logger, ResumableCSVLogger):
-            logger.append = bool(cfg.get("ckpt_path"))
+    callbacks: list[Callback] = [
+        *instantiate_list(cfg.get("callbacks")),
+        *resume_callbacks(
+            Path(cfg.paths.output_dir) / "checkpoints",
+            resolved,
+            cfg.get("checkpoint_every_n_batches"),
+        ),
+    ]
+    privacy = cfg.get("privacy")
+    if privacy and privacy.get("enabled"):
+        dp = instantiate_group(cfg, "privacy")
+        dp.prepare(model)  # refuses what DP-SGD cannot train, before any data is loaded
+        callbacks.append(dp)
+    loggers = _build_loggers(cfg)
     if not loggers:  # LearningRateMonitor refuses to run without a logger (logger=none)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     for logger in loggers:
         logger.log_hyperparams(resolved)
+    strategy = strategy_for_launcher(cfg)
     trainer: pl.Trainer = instantiate_group(
         cfg,
         "trainer",
@@ -107,6 +115,7 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
         # Checkpoints written to a temporary name, then renamed: a kill mid-write never
         # leaves a truncated last.ckpt. (A user's own trainer.plugins replace this.)
         **({} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}),
+        **({"strategy": strategy} if strategy else {}),
     )
 
     failed = True
@@ -135,23 +144,56 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
     return score
 
 
+# Monitors that only the sample-quality callback (callbacks.fid) logs.
+_SAMPLE_MONITORS = ("val/fid", "val/kid", "val/is", "val/precision", "val/recall")
+
+
+def check_monitor_source(cfg: DictConfig) -> None:
+    """A sample-quality monitor needs the callback that logs it; without it checkpointing and
+    sweeps would wait for a metric that never comes."""
+    monitor = cfg.model.get("monitor")
+    if monitor not in _SAMPLE_MONITORS:
+        return
+    fid = (cfg.get("callbacks") or {}).get("fid")
+    metric = monitor.split("/", 1)[1]
+    if not fid or metric not in fid.get("metrics", []):
+        raise ConfigError(
+            f"model.monitor={monitor} is logged by callbacks.fid (with {metric} in "
+            "callbacks.fid.metrics), which this config does not have: use callbacks=default, "
+            f"add {metric} to callbacks.fid.metrics, or set model.monitor to a metric the model "
+            "logs itself (e.g. val/d_loss) with model.monitor_mode."
+        )
+
+
+def _build_loggers(cfg: DictConfig) -> list[Logger]:
+    """The loggers, adapted to this run: offline W&B without network, the W&B run of the
+    checkpoint being resumed, metrics.csv continued on resume."""
+    logger_cfg = offline_logger_config(cfg.get("logger"))
+    run_id = _checkpoint_wandb_id(cfg, logger_cfg)
+    if run_id:
+        logger_cfg = OmegaConf.merge(logger_cfg, {"wandb": {"id": run_id, "resume": "allow"}})
+    loggers = instantiate_list(logger_cfg)
+    for logger in loggers:  # a resumed run continues its metrics.csv
+        if isinstance(logger, ResumableCSVLogger):
+            logger.append = bool(cfg.get("ckpt_path"))
+    return loggers
+
+
+def _checkpoint_wandb_id(cfg: DictConfig, logger_cfg: DictConfig | None) -> str | None:
+    """Resuming from a checkpoint continues its W&B run: the checkpoint holds the run id."""
+    wandb_cfg = (logger_cfg or {}).get("wandb")
+    if not cfg.get("ckpt_path") or not wandb_cfg or wandb_cfg.get("id"):
+        return None
+    run_id = read_checkpoint(cfg.ckpt_path).get(WANDB_ID_KEY)
+    if run_id:
+        log.info("resuming W&B run %s from %s", run_id, cfg.ckpt_path)
+    return run_id
+
+
 def _command_line_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def resume_wandb_run(cfg: DictConfig) -> None:
-    """Resuming from a checkpoint continues its W&B run: the checkpoint holds the run id."""
-    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
-    if not cfg.get("ckpt_path") or not wandb_cfg or wandb_cfg.get("id"):
-        return
-    run_id = read_checkpoint(cfg.ckpt_path).get(WANDB_ID_KEY)
-    if run_id:
-        with open_dict(cfg):
-            wandb_cfg.id = run_id
-            wandb_cfg.resume = "allow"  # passed to wandb.init
-        log.info("resuming W&B run %s from %s", run_id, cfg.ckpt_path)
 
 
 def _scalars(metrics: dict) -> dict[str, float]:

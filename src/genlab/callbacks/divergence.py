@@ -10,23 +10,12 @@ by the model's ``check_finite``, with the same advice.)
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
 from genlab.errors import DivergenceError
-
-
-def last_good_checkpoint(trainer: pl.Trainer | None) -> str:
-    """The newest checkpoint file this run has written, or a pointer to where they go."""
-    paths = []
-    for cb in getattr(trainer, "checkpoint_callbacks", []) or []:
-        paths += [p for p in (cb.last_model_path, cb.best_model_path) if p and Path(p).is_file()]
-    if not paths:
-        return "none written yet (the run's checkpoints/ folder)"
-    return max(paths, key=lambda p: Path(p).stat().st_mtime)
+from genlab.resume.checkpoint import last_good_checkpoint
 
 
 class DivergenceGuard(Callback):

@@ -1,7 +1,13 @@
-"""Differentially private training (DP-SGD, Abadi et al., 2016) with Opacus.
+"""Differentially private training (DP-SGD, Abadi et al., 2016) with Opacus, as one callback.
 
     python train.py experiment=dp_gan_mnist                     # (epsilon, delta) = (10, 1e-5)
-    python train.py model=vae model.privacy.enabled=true model.privacy.target_epsilon=1
+    python train.py model=vae privacy.enabled=true privacy.target_epsilon=1
+
+Models take no part in it beyond saying which nets see real images (``private_nets()``, see
+docs/models.md) and refusing their own settings DP-SGD cannot honour
+(``check_private_training()``). Everything else is here: reshaping those nets, the private
+optimizer, the per-sample hooks, the accountant, the budget stop, ``train/epsilon`` and the
+checkpoint state.
 
 Only the nets that touch real images are private: the discriminator of a GAN (the generator
 learns from D alone, so it inherits D's guarantee as post-processing), the encoder and decoder
@@ -20,7 +26,9 @@ An RDP accountant (Mironov, 2017) turns (noise, sample rate, steps) into the eps
 ``target_epsilon``.
 
 A GAN's D step pairs real image i with fake image i: one "sample" is the sum of both terms of
-D's loss, and removing a real image changes exactly one clipped per-sample gradient.
+D's loss, and removing a real image changes exactly one clipped per-sample gradient. Per-sample
+gradients are recorded only in backward passes that train a private net: the generator's step
+also runs through D (with D frozen by ``toggle_optimizer``) and records nothing.
 BatchNorm layers of private nets (they mix images of a batch) become GroupNorm; layers Opacus
 cannot handle, double backward (gradient penalty, R1) and spectral norm are refused.
 """
@@ -29,10 +37,12 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from typing import Any
 
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Callback
 from torch import nn
 
 from genlab.errors import ConfigError
@@ -42,8 +52,8 @@ log = logging.getLogger(__name__)
 ON_BUDGET = ("stop", "warn")
 
 
-class DifferentialPrivacy:
-    """The ``model.privacy`` settings and, once training starts, the DP-SGD machinery."""
+class DifferentialPrivacy(Callback):
+    """The ``privacy`` settings and, once training starts, the DP-SGD machinery."""
 
     def __init__(
         self,
@@ -55,33 +65,61 @@ class DifferentialPrivacy:
         on_budget: str = "stop",
     ) -> None:
         if on_budget not in ON_BUDGET:
-            raise ConfigError(f"model.privacy.on_budget={on_budget!r}: choose one of {ON_BUDGET}.")
+            raise ConfigError(f"privacy.on_budget={on_budget!r}: choose one of {ON_BUDGET}.")
         if enabled:
             if noise_multiplier is None and target_epsilon is None:
                 raise ConfigError(
-                    "model.privacy.noise_multiplier=null picks the noise for a target budget: "
-                    "set model.privacy.target_epsilon too (e.g. 10), or give the noise."
+                    "privacy.noise_multiplier=null picks the noise for a target budget: "
+                    "set privacy.target_epsilon too (e.g. 10), or give the noise."
                 )
             if noise_multiplier is not None and noise_multiplier <= 0:
                 raise ConfigError(
-                    f"model.privacy.noise_multiplier={noise_multiplier} must be > 0: without "
+                    f"privacy.noise_multiplier={noise_multiplier} must be > 0: without "
                     "noise clipping alone gives no privacy guarantee."
                 )
             if max_grad_norm <= 0:
-                raise ConfigError(f"model.privacy.max_grad_norm={max_grad_norm} must be > 0.")
+                raise ConfigError(f"privacy.max_grad_norm={max_grad_norm} must be > 0.")
             if target_epsilon is not None and target_epsilon <= 0:
-                raise ConfigError(f"model.privacy.target_epsilon={target_epsilon} must be > 0.")
+                raise ConfigError(f"privacy.target_epsilon={target_epsilon} must be > 0.")
             if not 0 < delta < 1:
-                raise ConfigError(f"model.privacy.delta={delta} must be in (0, 1), e.g. 1e-5.")
+                raise ConfigError(f"privacy.delta={delta} must be in (0, 1), e.g. 1e-5.")
         self.enabled = enabled
         self.noise_multiplier, self.max_grad_norm = noise_multiplier, max_grad_norm
         self.target_epsilon, self.delta, self.on_budget = target_epsilon, delta, on_budget
         self.sample_rate: float | None = None
         self.max_steps: int | None = None  # private steps the target budget allows
-        self._hooks: list = []  # Opacus GradSampleModules, kept out of the module tree
+        # (net, its Opacus GradSampleModule): the hooks are kept out of the module tree, so
+        # checkpoint keys do not change.
+        self._hooks: list = []
         self._optimizer = None  # the DPOptimizer made by private_optimizer()
         self._accountant = None
         self._warned = False
+        self._prepared: set[int] = set()  # ids of the models whose nets are made private
+
+    # --- the model ----------------------------------------------------------------------------
+    @staticmethod
+    def private_nets(model: nn.Module) -> dict[str, nn.Module]:
+        """The model's nets that see real images (attribute name -> net)."""
+        declared = getattr(model, "private_nets", None)
+        if declared is None:
+            raise ConfigError(
+                f"privacy.enabled=true: {type(model).__name__} does not declare which nets see "
+                "real images (private_nets(), docs/models.md), so DP-SGD cannot train it. Set "
+                "privacy.enabled=false, or add private_nets() to the model."
+            )
+        return declared()
+
+    def prepare(self, model: nn.Module) -> None:
+        """Refuse the model's settings DP-SGD cannot honour and reshape its private nets
+        (``make_private``). Before any weights are loaded: the reshaped nets have other keys."""
+        if id(model) in self._prepared:
+            return
+        check = getattr(model, "check_private_training", None)
+        if check is not None:
+            check()
+        for name, net in self.private_nets(model).items():
+            setattr(model, name, self.make_private(net, name))
+        self._prepared.add(id(model))
 
     # --- building the model -------------------------------------------------------------------
     def make_private(self, net: nn.Module, role: str) -> nn.Module:
@@ -97,7 +135,7 @@ class DifferentialPrivacy:
         ]
         if parametrized:
             raise ConfigError(
-                f"model.privacy.enabled=true: the {role}'s layers {', '.join(parametrized)} have "
+                f"privacy.enabled=true: the {role}'s layers {', '.join(parametrized)} have "
                 "weight parametrisations (spectral or weight norm), which DP-SGD's per-sample "
                 f"gradients do not support. Build the {role} without them (model.spectral_norm="
                 "false) or disable privacy."
@@ -113,11 +151,99 @@ class DifferentialPrivacy:
         errors = ModuleValidator.validate(net, strict=False)
         if errors:
             raise ConfigError(
-                f"model.privacy.enabled=true: the {role} has layers DP-SGD cannot train: "
+                f"privacy.enabled=true: the {role} has layers DP-SGD cannot train: "
                 + "; ".join(str(e) for e in errors)
                 + f". Use a {role} without them (e.g. norm: layer) or disable privacy."
             )
         return net
+
+    # --- Lightning hooks: the whole lifecycle -------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.prepare(pl_module)  # train.py did it already, before any data was loaded
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1 or "16" in str(trainer.precision):
+            raise ConfigError(
+                "privacy.enabled=true runs on one device in 32-bit or bf16 precision "
+                f"(this trainer: {trainer.world_size} processes, precision {trainer.precision}):"
+                " the per-sample clipping does not see DDP's or the fp16 scaler's gradients."
+            )
+        # The optimizers of the private nets become DP optimizers (before Lightning restores
+        # their state from a checkpoint, which they pass through to the optimizers they wrap).
+        private = {p for net in self.private_nets(pl_module).values() for p in net.parameters()}
+        optimizers = []
+        for optimizer in trainer.optimizers:
+            params = {p for group in optimizer.param_groups for p in group["params"]}
+            if params & private:
+                if params - private:
+                    raise ConfigError(
+                        f"privacy.enabled=true: an optimizer of {type(pl_module).__name__} "
+                        "trains private and non-private parameters together; give the private "
+                        "nets (private_nets()) an optimizer of their own."
+                    )
+                optimizer = self.private_optimizer(optimizer)
+            optimizers.append(optimizer)
+        trainer.optimizers = optimizers
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        max_epochs = trainer.max_epochs
+        if self.noise_multiplier is None and (max_epochs is None or max_epochs < 1):
+            raise ConfigError(
+                "privacy.noise_multiplier=null spreads target_epsilon over "
+                "trainer.max_epochs: set trainer.max_epochs (or give the noise)."
+            )
+        self.start(
+            self.private_nets(pl_module),
+            trainer.train_dataloader,
+            max_epochs or 0,
+            trainer.num_training_batches,  # limit_train_batches included
+        )
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.budget_reached() and self.over_budget_action():
+            # The model's on_train_batch_start (GenerativeModel) then ends the epoch before
+            # this batch: no private step beyond the budget.
+            trainer.should_stop = True
+
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
+    ) -> None:
+        # Record per-sample gradients only in passes that train a private net: the generator's
+        # step runs through D too, with D frozen, and must neither record nor fail.
+        for net, hooks in self._hooks:
+            if any(p.requires_grad for p in net.parameters()):
+                hooks.enable_hooks()
+            else:
+                hooks.disable_hooks()
+
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for _, hooks in self._hooks:  # forward passes record again (frozen nets are skipped)
+            hooks.enable_hooks()
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
+    ) -> None:
+        if optimizer is self._optimizer:
+            self.check_per_sample(optimizer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.log("train/epsilon", self.epsilon())
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.stop()
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint["privacy"] = self.budget_state()  # the budget spent travels with the weights
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if "privacy" in checkpoint:
+            self.load_budget_state(checkpoint["privacy"])
 
     # --- training -----------------------------------------------------------------------------
     def private_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
@@ -150,8 +276,8 @@ class DifferentialPrivacy:
         self.sample_rate = getattr(loader, "sample_rate", None)
         if not self.sample_rate:
             raise ConfigError(
-                "model.privacy.enabled=true needs Poisson sampling for its privacy accounting: "
-                "set data.poisson_sampling=true (the default follows model.privacy.enabled; "
+                "privacy.enabled=true needs Poisson sampling for its privacy accounting: "
+                "set data.poisson_sampling=true (the default follows privacy.enabled; "
                 "data.on_device and DDP do not support it)."
             )
         train_size = len(loader.dataset)  # type: ignore[attr-defined]
@@ -188,26 +314,13 @@ class DifferentialPrivacy:
             self.max_steps = self._steps_within(self.target_epsilon)
         # The first layer's input needs no gradient; Opacus' hook fires anyway, as intended.
         warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients")
-        self._hooks = [GradSampleModule(net) for net in nets.values()]
-        for hooks in self._hooks:
-            hooks.disable_hooks()  # only inside recording(): G's step also runs through D
+        self._hooks = [(net, GradSampleModule(net)) for net in nets.values()]
 
     def stop(self) -> None:
         """Remove the per-sample hooks (end of fit)."""
-        for hooks in self._hooks:
-            hooks._close()
+        for _, hooks in self._hooks:
+            hooks.to_standard_module()  # hooks and stored per-sample gradients removed
         self._hooks = []
-
-    @contextmanager
-    def recording(self) -> Iterator[None]:
-        """Forward and backward passes inside record per-sample gradients."""
-        for hooks in self._hooks:
-            hooks.enable_hooks()
-        try:
-            yield
-        finally:
-            for hooks in self._hooks:
-                hooks.disable_hooks()
 
     @staticmethod
     def check_per_sample(optimizer: torch.optim.Optimizer) -> None:
@@ -218,7 +331,7 @@ class DifferentialPrivacy:
                 if p.requires_grad and getattr(p, "grad_sample", None) is None:
                     raise RuntimeError(
                         "privacy: a private parameter has no per-sample gradient; refusing a "
-                        "non-private step (was its forward pass outside privacy.recording()?)"
+                        "non-private step (were the per-sample hooks removed, or the net frozen in its forward pass?)"
                     )
 
     # --- accounting ---------------------------------------------------------------------------
@@ -279,13 +392,13 @@ class DifferentialPrivacy:
             action = (
                 "stopping training"
                 if self.on_budget == "stop"
-                else ("continuing (model.privacy.on_budget=warn) and overspending")
+                else ("continuing (privacy.on_budget=warn) and overspending")
             )
             log.warning("%s: %s.", message, action)
             self._warned = True
         return self.on_budget == "stop"
 
-    def state_dict(self) -> dict:
+    def budget_state(self) -> dict:
         return {
             "history": [tuple(h) for h in self.accountant.history],
             "epsilon": self.epsilon(),
@@ -294,7 +407,7 @@ class DifferentialPrivacy:
             "max_grad_norm": self.max_grad_norm,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_budget_state(self, state: dict) -> None:
         self.accountant.history = [tuple(h) for h in state["history"]]
         if self.noise_multiplier is None:  # chosen by the run that wrote the checkpoint
             self.noise_multiplier = state["noise_multiplier"]

@@ -11,12 +11,12 @@ dynamic binarisation all happen on the device too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
-from genlab.data.resumable import item_seed, resume_position
+from genlab.resume.loader import item_seed, resume_position
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -67,7 +67,6 @@ class DeviceBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        progress: Callable[[], int] | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.images = images.to(self.device)
@@ -80,7 +79,7 @@ class DeviceBatches:
         # epoch (a resumed run draws the order the interrupted one would have drawn).
         self.sampler, self.batch_sampler = EpochCounter(), None
         self.pass_epoch, self.start = 0, 0
-        self.progress = progress  # batches of this epoch trained on (for checkpoints)
+        self.batches_trained = 0  # of this epoch, told by mark_trained (for checkpoints)
 
     def _per_rank(self) -> int:
         return -(-self.num_samples // self.world_size)  # ceil: every rank gets as many
@@ -108,6 +107,7 @@ class DeviceBatches:
         epoch, start = self.sampler.epoch, self.start
         # Outside Lightning (no set_epoch), the next pass gets a new order too.
         self.pass_epoch, self.sampler.epoch, self.start = epoch, epoch + 1, 0
+        self.batches_trained = start
         order = self._order(torch.Generator(device=self.device).manual_seed(self.seed + epoch))
         for i in range(start, len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
@@ -122,12 +122,14 @@ class DeviceBatches:
                     images = random_shift(images, self.shift, generator)
             yield images.expand(-1, self.channels, -1, -1), self.labels[index]
 
-    # Lightning checkpoints a loader with these two methods (see genlab.data.resumable).
+    # Lightning checkpoints a loader with these two methods (see genlab.resume.loader).
+    def mark_trained(self, batches: int) -> None:
+        self.batches_trained = batches
+
     def state_dict(self) -> dict[str, int]:
-        batches = self.progress() if self.progress is not None else 0
-        return {"epoch": self.pass_epoch, "batches": batches}
+        return {"epoch": self.pass_epoch, "batches": self.batches_trained}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         epoch, batches = resume_position(state, len(self))
         self.sampler.set_epoch(epoch)
-        self.start = batches
+        self.start = self.batches_trained = batches

@@ -7,8 +7,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from genlab.data.device_batches import DeviceBatches
-from genlab.data.resumable import ResumableLoader
 from genlab.errors import ConfigError
+from genlab.resume.loader import ResumableLoader
 
 
 def default_device() -> torch.device:
@@ -77,7 +77,6 @@ class SplitDataModule(pl.LightningDataModule):
                 dataset,
                 seed=torch.initial_seed(),  # seed_everything's seed
                 num_samples=size,
-                progress=self._batches_trained if trainer is not None else None,
                 poisson=self.poisson_sampling,
                 **common,
             )
@@ -105,13 +104,6 @@ class SplitDataModule(pl.LightningDataModule):
             **common,
         )
 
-    def _batches_trained(self) -> int:
-        """Batches of the current epoch the training step has finished (for checkpoints);
-        a huge number once the epoch (maybe shortened by limit_train_batches) is complete, so
-        a resume starts the next one."""
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return done if done < self.trainer.num_training_batches else 2**62
-
     def _device_batches(self, dataset: Dataset, shuffle: bool) -> DeviceBatches:
         images = getattr(dataset, "images", None)
         if getattr(images, "dtype", None) != torch.uint8 or getattr(dataset, "transform", None):
@@ -138,7 +130,6 @@ class SplitDataModule(pl.LightningDataModule):
             seed=torch.initial_seed(),  # seed_everything's seed: the same on every DDP rank
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
-            progress=self._batches_trained if trainer is not None and shuffle else None,
         )
         if trainer is not None:  # the first pass is drawn before Lightning calls set_epoch
             batches.sampler.set_epoch(trainer.current_epoch)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from genlab.errors import ConfigError
 from genlab.metrics.features import FeatureExtractor, quantize
-from genlab.sample import iter_samples
+from genlab.metrics.sampling import iter_samples
 from genlab.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)

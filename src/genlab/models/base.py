@@ -1,64 +1,103 @@
-"""What every genlab model shares: the sampling interface, monitor key and optimizer plumbing."""
+"""The base class of genlab's models: what every model shares, and the contract it fulfils.
+
+A model is a LightningModule that optimises manually and provides what docs/models.md lists
+(the contract). ``GenerativeModel`` implements the shared part; a family (GAN, VAE, a
+researcher's own) adds its nets, ``generate`` (or ``sample``), the training and evaluation
+steps, and declares what it supports:
+
+- ``monitor`` / ``monitor_mode``: the metric checkpoints, sweeps and ``test`` on best read
+  (class defaults; the config may override them);
+- ``model_metrics``: the metrics its ``test_step`` computes that ``eval.py metrics=[...]`` may
+  ask for (``prepare_test`` hears which ones are wanted);
+- ``private_nets()`` (optional): the nets that see real images, for ``privacy.enabled=true``;
+  ``check_private_training()`` refuses its own settings DP-SGD cannot honour.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 
-from genlab.callbacks.divergence import last_good_checkpoint
 from genlab.errors import ConfigError, DivergenceError
-from genlab.models.privacy import DifferentialPrivacy
+from genlab.resume.checkpoint import last_good_checkpoint
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
+def refused_with_privacy(setting: str, value: Any, fix: str) -> ConfigError:
+    """The one-line error for a model setting that DP-SGD cannot honour."""
+    return ConfigError(
+        f"model.{setting}={value} does not combine with privacy.enabled=true (DP-SGD's "
+        f"per-sample gradients): {fix}"
+    )
+
+
 class GenerativeModel(pl.LightningModule):
     """Base LightningModule for generative image models.
 
-    Subclasses implement ``generate(z)``; ``sample(n, generator) -> [n, C, H, W] in [0, 1]`` is
-    built on it. Callbacks, metrics and ``sample.py`` use only these, so they work for every
-    model. All models optimise manually
+    Subclasses implement ``generate(z)`` (latents -> images in [0, 1]); ``sample(n, generator)
+    -> [n, C, H, W] in [0, 1]`` is built on it. Callbacks, metrics and ``sample.py`` use only
+    ``sample``, so they work for every model. All models optimise manually
     (``automatic_optimization = False``): the training step reads top to bottom, every
     ``zero_grad``/``backward``/``step`` in sight.
+
+    The constructor's arguments are keyword-only; a subclass takes its own and passes the rest
+    on with ``**base``.
     """
+
+    monitor: str = "val/loss"  # class defaults, overridden per family and by the config
+    monitor_mode: str = "min"
+    model_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
+        *,
         latent_dim: int,
-        monitor: str,
-        monitor_mode: str,
+        monitor: str | None = None,
+        monitor_mode: str | None = None,
         scheduler: SchedulerFactory | None = None,
         gradient_clip_val: float | None = None,
         compile: bool = False,
         channels_last: bool = False,
-        privacy: DifferentialPrivacy | None = None,
     ) -> None:
         super().__init__()
-        if monitor_mode not in ("min", "max"):
-            raise ConfigError(f"model.monitor_mode={monitor_mode!r}: choose 'min' or 'max'.")
-        self.privacy = privacy if privacy is not None and privacy.enabled else None
-        if self.privacy is not None:
-            # DP-SGD clips every per-sample gradient already; the per-sample hooks do not
-            # trace through a compiled net.
-            for name, value in (("gradient_clip_val", gradient_clip_val), ("compile", compile)):
-                if value:
-                    raise ConfigError(
-                        f"model.{name} does not combine with model.privacy.enabled=true: "
-                        "remove it (DP-SGD clips each image's gradient to "
-                        "model.privacy.max_grad_norm)."
-                    )
+        if monitor is not None:
+            self.monitor = monitor
+        if monitor_mode is not None:
+            self.monitor_mode = monitor_mode
+        if self.monitor_mode not in ("min", "max"):
+            raise ConfigError(f"model.monitor_mode={self.monitor_mode!r}: choose 'min' or 'max'.")
+        if latent_dim < 1:
+            raise ConfigError(f"model.latent_dim={latent_dim} must be >= 1.")
         self.automatic_optimization = False
         self.latent_dim = latent_dim
-        self.monitor = monitor
-        self.monitor_mode = monitor_mode
         self.scheduler_factory = scheduler
         self.gradient_clip_val = gradient_clip_val
         self.compile_nets, self.channels_last = compile, channels_last
         self._nets_configured = False
+
+    # --- what the model declares --------------------------------------------------------------
+    def prepare_test(self, metrics: Sequence[str], nll_samples: int) -> None:
+        """``eval.py`` is about to run ``trainer.test`` for ``metrics`` (a subset of
+        ``model_metrics``); e.g. a VAE sets its importance samples to ``nll_samples``."""
+
+    def check_private_training(self) -> None:
+        """Raise ``refused_with_privacy(...)`` for a setting DP-SGD cannot honour (called by
+        the privacy component when ``privacy.enabled=true``)."""
+        # DP-SGD clips every per-sample gradient already; the per-sample hooks do not trace
+        # through a compiled net.
+        for name, value in (("gradient_clip_val", self.gradient_clip_val),
+                            ("compile", self.compile_nets)):  # fmt: skip
+            if value:
+                raise refused_with_privacy(
+                    name, value, "remove it (DP-SGD clips each image's gradient to "
+                    "privacy.max_grad_norm)."
+                )  # fmt: skip
 
     # --- sampling interface -------------------------------------------------------------------
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -67,9 +106,11 @@ class GenerativeModel(pl.LightningModule):
         With a (CPU) ``generator`` they are drawn on the CPU, so a seed gives the same z on any
         device; without one (training) they are drawn on the device, with no host copy.
         """
+        # In the model's dtype (float64 under trainer.precision=64); autocast handles 16-bit.
         if generator is None:
-            return torch.randn(n, self.latent_dim, device=self.device)
-        return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+            return torch.randn(n, self.latent_dim, device=self.device, dtype=self.dtype)
+        z = torch.randn(n, self.latent_dim, generator=generator, dtype=self.dtype)
+        return z.to(self.device)
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """Latents ``[N, latent_dim]`` -> images ``[N, C, H, W]`` in [0, 1]."""
@@ -124,64 +165,13 @@ class GenerativeModel(pl.LightningModule):
         # draw the same latents and extra GPUs would not enlarge the fake batch.
         if self.trainer.world_size > 1:
             torch.manual_seed(torch.initial_seed() + self.global_rank)
-        if self.privacy is not None:
-            self._start_privacy()
 
-    # --- differential privacy (genlab.models.privacy) -----------------------------------------
-    def private_nets(self) -> dict[str, torch.nn.Module]:
-        """The nets that see real images and are trained with DP-SGD under model.privacy."""
-        raise ConfigError(f"model.privacy is not supported by {type(self).__name__}.")
-
-    def _start_privacy(self) -> None:
-        trainer = self.trainer
-        if trainer.world_size > 1 or "16" in str(trainer.precision):
-            raise ConfigError(
-                "model.privacy.enabled=true runs on one device in 32-bit or bf16 precision "
-                f"(this trainer: {trainer.world_size} processes, precision {trainer.precision}):"
-                " the per-sample clipping does not see DDP's or the fp16 scaler's gradients."
-            )
-        max_epochs = trainer.max_epochs
-        if self.privacy.noise_multiplier is None and (max_epochs is None or max_epochs < 1):
-            raise ConfigError(
-                "model.privacy.noise_multiplier=null spreads target_epsilon over "
-                "trainer.max_epochs: set trainer.max_epochs (or give the noise)."
-            )
-        self.privacy.start(
-            self.private_nets(),
-            trainer.train_dataloader,
-            max_epochs or 0,
-            trainer.num_training_batches,  # limit_train_batches included
-        )
-
-    def on_fit_end(self) -> None:
-        if self.privacy is not None:
-            self.privacy.stop()
-
-    def private_pass(self) -> AbstractContextManager:
-        """Forward/backward passes of the private nets inside get per-sample gradients
-        (a no-op without privacy)."""
-        return self.privacy.recording() if self.privacy is not None else nullcontext()
-
-    def on_train_batch_start(self, batch, batch_idx: int) -> int | None:
-        privacy = self.privacy
-        if privacy is not None and privacy.budget_reached() and privacy.over_budget_action():
-            # -1 ends the epoch before this batch (should_stop alone waits for min_epochs):
-            # no private step beyond the budget. train/epsilon follows at the epoch's end.
-            self.trainer.should_stop = True
-            return -1
-        return None
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.privacy is not None:  # the budget spent so far travels with the weights
-            checkpoint["privacy"] = self.privacy.state_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self.privacy is not None and "privacy" in checkpoint:
-            self.privacy.load_state_dict(checkpoint["privacy"])
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        # A callback's stop request (e.g. a spent privacy budget) takes effect before this
+        # batch: -1 ends the epoch (trainer.should_stop alone waits for min_epochs).
+        return -1 if self.trainer.should_stop else None
 
     def on_train_epoch_end(self) -> None:
-        if self.privacy is not None:
-            self.log("train/epsilon", self.privacy.epsilon())
         # Manual optimisation: Lightning does not step schedulers for us. They step once per
         # epoch (so per-step schedules such as OneCycleLR do not fit here).
         schedulers = self.lr_schedulers()
@@ -195,29 +185,33 @@ class GenerativeModel(pl.LightningModule):
             else:
                 scheduler.step()
 
+    def attached_trainer(self) -> pl.Trainer | None:
+        """The trainer running this model, or None (a model used on its own)."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
     def logging_step(self, batch_idx: int) -> bool:
         """Log per-step training metrics on this batch? Only on the batches a logger records
         (every ``trainer.log_every_n_steps``) and on an epoch's last: each ``self.log`` costs
         ~1 ms of Python, more than a small net's whole step on a GPU."""
-        trainer = self._trainer
+        trainer = self.attached_trainer()
         if trainer is None or batch_idx + 1 >= trainer.num_training_batches:
             return True
-        connector = getattr(trainer, "_logger_connector", None)  # private API: else log always
-        return connector is None or bool(connector.should_update_logs)
+        # Loggers record every log_every_n_steps-th batch of the run (manual optimisation).
+        batches = trainer.current_epoch * trainer.num_training_batches + batch_idx + 1
+        return batches % trainer.log_every_n_steps == 0
 
-    def backward_and_step(
-        self, loss: torch.Tensor, optimizer, name: str, private: bool = False
-    ) -> None:
+    def backward_and_step(self, loss: torch.Tensor, optimizer: Any, name: str) -> None:
         """zero_grad -> backward -> step (clipping in between, see below), after refusing a
-        non-finite loss. ``private``: the step of the DP-SGD nets, inside ``private_pass``."""
+        non-finite loss."""
         self.check_finite(loss, name)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        if private and self.privacy is not None:
-            self.privacy.check_per_sample(optimizer)
         optimizer.step()
 
-    def on_before_optimizer_step(self, optimizer) -> None:
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
         # Clip here, inside optimizer.step(): under 16-mixed the precision plugin unscales the
         # gradients just before this hook, so clipping earlier would clip the scaled norm.
         if self.gradient_clip_val:
@@ -232,5 +226,5 @@ class GenerativeModel(pl.LightningModule):
                 f"{self.current_epoch}). Training diverged: lower the learning rate "
                 "(model.optimizer.lr=...), set model.gradient_clip_val=1.0, or check the input "
                 "data for NaNs; resume from the last good checkpoint: "
-                f"ckpt_path={last_good_checkpoint(self._trainer)}"
+                f"ckpt_path={last_good_checkpoint(self.attached_trainer())}"
             )

@@ -12,42 +12,40 @@ module converts at its boundary. Stabilisers, each one switch: ``loss``, ``gradi
 linear layer of D), ``label_smoothing`` (one-sided, non-saturating loss only), ``ema_decay``
 (an exponential moving average of G's weights, used by ``generate``/``sample`` and saved in
 checkpoints), ``diffaugment`` (augment D's real and fake inputs), separate G/D learning rates
-(``d_optimizer``, TTUR), ``gradient_clip_val``, ``scheduler``. ``privacy`` trains D with
-DP-SGD (``genlab.models.privacy``; G is private as post-processing of D).
+(``d_optimizer``, TTUR), ``gradient_clip_val``, ``scheduler``. ``privacy.enabled=true`` trains
+D with DP-SGD (``genlab.callbacks.privacy``; G is private as post-processing of D).
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as add_spectral_norm
 
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory
+from genlab.models.base import GenerativeModel, OptimizerFactory, refused_with_privacy
 from genlab.models.diffaugment import check_policy, diff_augment
 from genlab.models.losses import GAN_LOSSES
 from genlab.models.penalties import gradient_penalty, r1_penalty
-from genlab.models.privacy import DifferentialPrivacy
 
 
 class GAN(GenerativeModel):
+    monitor = "val/fid"  # logged by callbacks.fid
+    monitor_mode = "min"
+    model_metrics = ("d_acc",)  # discriminator accuracy on held-out real vs fake images
+
     def __init__(
         self,
+        *,
         generator: nn.Module,
         discriminator: nn.Module,
         optimizer: OptimizerFactory,
         d_optimizer: OptimizerFactory | None = None,
-        latent_dim: int = 64,
         loss: str = "non_saturating",
         n_critic: int = 1,
-        scheduler: SchedulerFactory | None = None,
-        gradient_clip_val: float | None = None,
-        compile: bool = False,
-        channels_last: bool = False,
-        monitor: str = "val/fid",
-        monitor_mode: str = "min",
         gradient_penalty: float = 0.0,
         r1_gamma: float = 0.0,
         r1_every: int = 16,
@@ -55,18 +53,9 @@ class GAN(GenerativeModel):
         label_smoothing: float = 0.0,
         ema_decay: float | None = None,
         diffaugment: list[str] | tuple[str, ...] = (),
-        privacy: DifferentialPrivacy | None = None,
+        **base: Any,  # latent_dim, monitor, scheduler, ...: see GenerativeModel
     ) -> None:
-        super().__init__(
-            latent_dim,
-            monitor,
-            monitor_mode,
-            scheduler,
-            gradient_clip_val,
-            compile,
-            channels_last,
-            privacy,
-        )
+        super().__init__(**base)
         if loss not in GAN_LOSSES:
             raise ConfigError(
                 f"model.loss={loss!r} is unknown: choose one of {sorted(GAN_LOSSES)}."
@@ -77,21 +66,6 @@ class GAN(GenerativeModel):
             raise ConfigError(f"model.label_smoothing works with loss=non_saturating, not {loss}.")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay={ema_decay} must be in (0, 1), e.g. 0.999.")
-        if self.privacy is not None:
-            # Penalties need a double backward and spectral norm a weight parametrisation;
-            # Opacus' per-sample gradients support neither.
-            for name, value in (
-                ("gradient_penalty", gradient_penalty),
-                ("r1_gamma", r1_gamma),
-                ("spectral_norm", spectral_norm),
-            ):
-                if value:
-                    shown, off = ("true", "false") if isinstance(value, bool) else (value, 0)
-                    raise ConfigError(
-                        f"model.{name}={shown} does not combine with model.privacy.enabled=true"
-                        f" (DP-SGD's per-sample gradients): set model.{name}={off}."
-                    )
-            discriminator = self.privacy.make_private(discriminator, "discriminator")
         if spectral_norm:
             for module in list(discriminator.modules()):
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -111,17 +85,29 @@ class GAN(GenerativeModel):
         self.d_loss_kwargs = {"label_smoothing": label_smoothing} if label_smoothing else {}
         self.n_critic = n_critic
         self.gp_weight, self.r1_gamma, self.r1_every = gradient_penalty, r1_gamma, r1_every
+        self.spectral_norm = spectral_norm
         self.diffaugment = check_policy(diffaugment)
 
     def configure_optimizers(self):
         opt_g = self.optimizer_factory(self.generator.parameters())
         opt_d = self.d_optimizer_factory(self.discriminator.parameters())
-        if self.privacy is not None:
-            opt_d = self.privacy.private_optimizer(opt_d)
         return self._with_schedulers([opt_g, opt_d])
 
     def private_nets(self) -> dict[str, nn.Module]:
         return {"discriminator": self.discriminator}  # the only net that sees real images
+
+    def check_private_training(self) -> None:
+        super().check_private_training()
+        # Penalties need a double backward and spectral norm a weight parametrisation;
+        # Opacus' per-sample gradients support neither.
+        for name, value in (
+            ("gradient_penalty", self.gp_weight),
+            ("r1_gamma", self.r1_gamma),
+            ("spectral_norm", self.spectral_norm),
+        ):
+            if value:
+                shown, off = ("true", "false") if isinstance(value, bool) else (value, 0)
+                raise refused_with_privacy(name, shown, f"set model.{name}={off}.")
 
     # --- sampling -----------------------------------------------------------------------------
     def generate(self, z: torch.Tensor) -> torch.Tensor:
@@ -160,8 +146,7 @@ class GAN(GenerativeModel):
 
         # Discriminator: real -> 1, fake -> 0. fake is detached: this step must not reach G.
         self.toggle_optimizer(opt_d)
-        with self.private_pass():  # DP: per-sample gradients, real i + fake i as one
-            self._discriminator_step(opt_d, real, fake, batch_idx, log)
+        self._discriminator_step(opt_d, real, fake, batch_idx, log)
         self.untoggle_optimizer(opt_d)
 
         # Generator: every n_critic batches, through the freshly updated discriminator.
@@ -194,7 +179,7 @@ class GAN(GenerativeModel):
             r1 = r1_penalty(self.discriminator, real_in, self.r1_gamma) * self.r1_every
             self.log("train/r1_penalty", r1)
             d_loss = d_loss + r1
-        self.backward_and_step(d_loss, opt_d, "train/d_loss", private=True)
+        self.backward_and_step(d_loss, opt_d, "train/d_loss")
 
     def _log_discriminator(self, stage, d_loss, real_logits, fake_logits) -> None:
         # Training: per-step values. Validation/test: epoch means, averaged over DDP ranks.

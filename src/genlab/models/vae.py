@@ -15,6 +15,8 @@ reconstructions (``{val,test}/ssim``, ``{val,test}/psnr``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,14 +26,13 @@ from torchmetrics.functional.image import (
 )
 
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory
+from genlab.models.base import GenerativeModel, OptimizerFactory, refused_with_privacy
 from genlab.models.losses import (
     bernoulli_log_likelihood,
     gaussian_kl,
     gaussian_kl_per_dim,
     gaussian_log_likelihood,
 )
-from genlab.models.privacy import DifferentialPrivacy
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 # KL weight over training: constant beta; linear warm-up 0 -> beta over kl_warmup_epochs;
@@ -51,63 +52,38 @@ def split_posterior(h: torch.Tensor, latent_dim: int) -> tuple[torch.Tensor, tor
 
 
 class VAE(GenerativeModel):
+    monitor = "val/elbo"
+    monitor_mode = "max"
+    # Computed by test_step: the likelihood bound (nll) and reconstruction SSIM/PSNR (recon).
+    model_metrics = ("nll", "recon")
+
     def __init__(
         self,
+        *,
         encoder: nn.Module,
         decoder: nn.Module,
         optimizer: OptimizerFactory,
-        latent_dim: int = 16,
         likelihood: str = "bernoulli",
         gaussian_sigma: float | None = None,
         beta: float = 1.0,
-        scheduler: SchedulerFactory | None = None,
-        gradient_clip_val: float | None = None,
-        compile: bool = False,
-        channels_last: bool = False,
-        monitor: str = "val/elbo",
-        monitor_mode: str = "max",
         iwae_samples_val: int = 10,
         iwae_samples_test: int = 50,
         kl_schedule: str = "constant",
         kl_warmup_epochs: float = 0.0,
         free_bits: float = 0.0,
-        privacy: DifferentialPrivacy | None = None,
+        **base: Any,  # latent_dim, monitor, scheduler, ...: see GenerativeModel
     ) -> None:
-        super().__init__(
-            latent_dim,
-            monitor,
-            monitor_mode,
-            scheduler,
-            gradient_clip_val,
-            compile,
-            channels_last,
-            privacy,
-        )
+        super().__init__(**base)
         if likelihood not in LIKELIHOODS:
             raise ConfigError(f"model.likelihood={likelihood!r}: choose one of {LIKELIHOODS}.")
         if kl_schedule not in KL_SCHEDULES:
             raise ConfigError(f"model.kl_schedule={kl_schedule!r}: choose one of {KL_SCHEDULES}.")
         if kl_schedule != "constant" and kl_warmup_epochs <= 0:
             raise ConfigError(f"model.kl_schedule={kl_schedule} needs model.kl_warmup_epochs > 0.")
-        if self.privacy is not None:
-            if free_bits:  # a clamp of the batch-mean KL: not a sum of per-image losses
-                raise ConfigError(
-                    "model.free_bits does not combine with model.privacy.enabled=true: its "
-                    "batch-mean clamp mixes images, so per-image gradients would not bound "
-                    "one image's influence. Set model.free_bits=0."
-                )
-            if likelihood == "gaussian" and gaussian_sigma is None:
-                raise ConfigError(
-                    "model.privacy.enabled=true trains encoder and decoder with DP-SGD; the "
-                    "learned Gaussian sigma sits outside them. Fix it (model.gaussian_sigma="
-                    "0.1) or use model.likelihood=bernoulli."
-                )
-            encoder = self.privacy.make_private(encoder, "encoder")
-            decoder = self.privacy.make_private(decoder, "decoder")
         self.encoder = encoder
         self.decoder = decoder
         self.optimizer_factory = optimizer
-        self.likelihood = likelihood
+        self.likelihood, self.gaussian_sigma = likelihood, gaussian_sigma
         self.beta = beta
         self.kl_schedule, self.kl_warmup_epochs, self.free_bits = (
             kl_schedule,
@@ -125,13 +101,27 @@ class VAE(GenerativeModel):
                 self.register_buffer("log_sigma", torch.tensor(math.log(gaussian_sigma)))
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.privacy is not None:
-            optimizer = self.privacy.private_optimizer(optimizer)
-        return self._with_schedulers([optimizer])
+        return self._with_schedulers([self.optimizer_factory(self.parameters())])
 
     def private_nets(self) -> dict[str, nn.Module]:
         return {"encoder": self.encoder, "decoder": self.decoder}
+
+    def check_private_training(self) -> None:
+        super().check_private_training()
+        if self.free_bits:  # a clamp of the batch-mean KL: not a sum of per-image losses
+            raise refused_with_privacy(
+                "free_bits", self.free_bits, "its batch-mean clamp mixes images, so per-image "
+                "gradients would not bound one image's influence. Set model.free_bits=0."
+            )  # fmt: skip
+        if self.likelihood == "gaussian" and self.gaussian_sigma is None:
+            raise refused_with_privacy(
+                "gaussian_sigma", None, "DP-SGD trains encoder and decoder; the learned "
+                "Gaussian sigma sits outside them. Fix it (model.gaussian_sigma=0.1) or use "
+                "model.likelihood=bernoulli."
+            )  # fmt: skip
+
+    def prepare_test(self, metrics: Sequence[str], nll_samples: int) -> None:
+        self.iwae_samples["test"] = nll_samples if "nll" in metrics else 0
 
     # --- the VAE interface --------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,7 +183,8 @@ class VAE(GenerativeModel):
         """The KL weight of the training loss now (beta times the schedule's factor)."""
         if self.kl_schedule == "constant":
             return self.beta
-        batches = max(1, self.trainer.num_training_batches) if self._trainer else 1
+        trainer = self.attached_trainer()
+        batches = max(1, trainer.num_training_batches) if trainer else 1
         progress = self.current_epoch + batch_idx / batches  # in epochs
         if self.kl_schedule == "cyclical":
             progress = progress % (2 * self.kl_warmup_epochs)
@@ -225,9 +216,8 @@ class VAE(GenerativeModel):
         return loss
 
     def training_step(self, batch, batch_idx: int) -> None:
-        with self.private_pass():  # per-image gradients under model.privacy
-            loss = self._step(batch[0], "train", batch_idx)
-            self.backward_and_step(loss, self.optimizers(), "train/loss", private=True)
+        loss = self._step(batch[0], "train", batch_idx)
+        self.backward_and_step(loss, self.optimizers(), "train/loss")
 
     def _evaluate(self, x: torch.Tensor, stage: str) -> None:
         self._step(x, stage)

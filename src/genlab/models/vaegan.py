@@ -15,37 +15,39 @@ Images are [0, 1] at the boundary; the tanh decoder and D work in [-1, 1].
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, OptimizerFactory, SchedulerFactory
+from genlab.models.base import GenerativeModel, OptimizerFactory
 from genlab.models.losses import gaussian_kl, nonsaturating_d_loss, nonsaturating_g_loss
 from genlab.models.vae import split_posterior
 
 
 class VAEGAN(GenerativeModel):
+    """No ``private_nets``: its decoder learns from real images through the feature loss and
+    its KL mixes nothing, but the three coupled optimizers have no DP-SGD treatment here, so
+    ``privacy.enabled=true`` is refused."""
+
+    monitor = "val/fid"  # logged by callbacks.fid
+    monitor_mode = "min"
+
     def __init__(
         self,
+        *,
         encoder: nn.Module,
         decoder: nn.Module,
         discriminator: nn.Module,
         optimizer: OptimizerFactory,
         d_optimizer: OptimizerFactory | None = None,
-        latent_dim: int = 32,
         beta: float = 1.0,
         gamma: float = 1.0,
-        scheduler: SchedulerFactory | None = None,
-        gradient_clip_val: float | None = None,
-        compile: bool = False,
-        channels_last: bool = False,
-        monitor: str = "val/fid",
-        monitor_mode: str = "min",
+        **base: Any,  # latent_dim, monitor, scheduler, ...: see GenerativeModel
     ) -> None:
-        super().__init__(
-            latent_dim, monitor, monitor_mode, scheduler, gradient_clip_val, compile, channels_last
-        )
+        super().__init__(**base)
         if not hasattr(discriminator, "features"):
             raise ConfigError(
                 "model.discriminator must expose features(x) (genlab.nets.conv.ConvEncoder does)."

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from genlab.callbacks.config import CONFIG_KEY
 from genlab.errors import ConfigError
-from genlab.utils.checkpoint import read_checkpoint
+from genlab.resume.checkpoint import read_checkpoint
+from genlab.resume.stored_config import CONFIG_KEY
 
 log = logging.getLogger(__name__)
 

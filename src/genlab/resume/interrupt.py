@@ -1,13 +1,14 @@
 """Stop on SIGTERM or Ctrl-C with a checkpoint to resume from; optionally checkpoint every N batches.
 
     kill -TERM <pid>          # or a SLURM pre-emption, or Ctrl-C once
-    python train.py ckpt_path=outputs/train/runs/<time>/checkpoints/last.ckpt   # continues exactly
+    python train.py resume=outputs/train/runs/<time>     # continues exactly
 
 On SIGTERM Lightning sets a flag and stops after the batch in flight; Ctrl-C does the same here
 (press it twice to stop at once, without a checkpoint). The callback then writes ``last.ckpt``
 (mid-epoch: the resumable loader and ``RNGStates`` make the rest of the epoch identical) and
-flushes the loggers, so no finished batch is lost. ``every_n_batches`` rewrites ``last.ckpt``
-during long epochs too: a SIGKILL or a crash then costs at most that many batches.
+flushes the loggers, so no finished batch is lost. ``every_n_batches`` (``train.py
+checkpoint_every_n_batches=N``) rewrites ``last.ckpt`` during long epochs too: a SIGKILL or a
+crash then costs at most that many batches.
 """
 
 from __future__ import annotations
@@ -23,19 +24,27 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from genlab.errors import ConfigError
+from genlab.resume.progress import BatchProgress
+
 log = logging.getLogger(__name__)
 
 
 class CheckpointOnInterrupt(Callback):
     def __init__(
-        self, dirpath: str, filename: str = "last.ckpt", every_n_batches: int | None = None
+        self,
+        dirpath: str | Path,
+        progress: BatchProgress,
+        filename: str = "last.ckpt",
+        every_n_batches: int | None = None,
     ) -> None:
         if every_n_batches is not None and every_n_batches < 1:
-            raise ValueError(
-                f"callbacks.interrupt.every_n_batches={every_n_batches}: use a positive number "
+            raise ConfigError(
+                f"checkpoint_every_n_batches={every_n_batches}: use a positive number "
                 "of training batches, or null for end-of-epoch checkpoints only."
             )
         self.path = Path(dirpath) / filename
+        self.progress = progress
         self.every_n_batches = every_n_batches
         self._previous_sigint: Any = None
 
@@ -71,12 +80,11 @@ class CheckpointOnInterrupt(Callback):
         trainer.save_checkpoint(self.path)
         for logger in trainer.loggers:
             logger.finalize("interrupted")
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
         log.warning(
             "Stopped by a signal in epoch %d after %d batches. Checkpoint: %s. Resume with: "
             "python train.py resume=%s",
             trainer.current_epoch,
-            progress.processed,
+            self.progress.batches,
             self.path,
             self.path.parent.parent if self.path.parent.name == "checkpoints" else self.path,
         )

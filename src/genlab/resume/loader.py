@@ -17,13 +17,14 @@ with Poisson sampling: every batch takes each item independently with probabilit
 ``batch_size / len(dataset)``, the sampling that DP-SGD's privacy accounting assumes. Each
 batch's draw is a function of ``(seed, epoch, batch)``, so it resumes exactly too.
 
-The global RNG states themselves are saved and restored by
-``genlab.callbacks.rng_states.RNGStates``.
+How far the epoch got is counted by ``genlab.resume.progress.BatchProgress`` (a callback: the
+loader itself runs a batch ahead of training) through ``mark_trained``. The global RNG states
+are saved and restored by ``genlab.resume.rng.RNGStates``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -36,6 +37,10 @@ _POSITION_STRIDE = 7_919
 
 def item_seed(seed: int, epoch: int, position: int) -> int:
     return (seed * 31 + epoch * _EPOCH_STRIDE + position * _POSITION_STRIDE) % (2**63 - 1)
+
+
+# ``mark_trained`` value for "the epoch is complete" (limit_train_batches may end it early).
+EPOCH_DONE = 2**62
 
 
 def resume_position(state: dict[str, int], batches_per_epoch: int) -> tuple[int, int]:
@@ -141,8 +146,7 @@ class SeededItems(Dataset):
 
 class ResumableLoader(DataLoader):
     """A ``DataLoader`` over ``SeededItems`` with a ``ResumableSampler`` and a checkpointable
-    position. ``progress`` returns how many batches of the current epoch have been trained on
-    (the data module reads it from the trainer: the loader itself runs a batch ahead)."""
+    position: the batches of the current epoch trained on, as told by ``mark_trained``."""
 
     def __init__(
         self,
@@ -150,7 +154,6 @@ class ResumableLoader(DataLoader):
         batch_size: int,
         seed: int,
         num_samples: int | None = None,
-        progress: Callable[[], int] | None = None,
         poisson: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -167,14 +170,25 @@ class ResumableLoader(DataLoader):
             super().__init__(SeededItems(dataset), batch_size=batch_size, sampler=order, **common)
             self.sample_rate = None
         self.order, self.expected_batch_size = order, batch_size
-        self.seed, self.num_samples, self.progress = seed, num_samples, progress
+        self.seed, self.num_samples = seed, num_samples
+        self.batches_trained = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        # A new pass starts where load_state_dict put it (0, or the batches already trained).
+        start = self.order.start
+        self.batches_trained = start if self.sample_rate else start // self.expected_batch_size
+        return super().__iter__()
+
+    def mark_trained(self, batches: int) -> None:
+        """``batches`` of the current epoch are trained on (``EPOCH_DONE``: all of them)."""
+        self.batches_trained = batches
 
     def state_dict(self) -> dict[str, int]:
-        batches = self.progress() if self.progress is not None else 0
-        return {"epoch": self.order.pass_epoch, "batches": batches}
+        return {"epoch": self.order.pass_epoch, "batches": self.batches_trained}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         epoch, batches = resume_position(state, len(self))
         self.order.set_epoch(epoch)
         # The Poisson sampler counts batches, the shuffling one items.
         self.order.start = batches if self.sample_rate else batches * self.expected_batch_size
+        self.batches_trained = batches

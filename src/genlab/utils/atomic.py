@@ -12,9 +12,6 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 
 @contextmanager
@@ -36,16 +33,3 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, through ``atomic_path`` for local files: a SIGKILL while
-    ``last.ckpt`` is being rewritten leaves the previous ``last.ckpt`` intact."""
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
-    ) -> None:
-        if "://" in str(path):  # remote storage (s3://, gs://): its own semantics
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        with atomic_path(path) as tmp:
-            super().save_checkpoint(checkpoint, tmp, storage_options)

@@ -1,0 +1,238 @@
+"""Start-up checks on the composed config: everything that needs no data, run first, so a
+typo costs seconds, not a dataset load. Each failure is one ``ConfigError`` naming the key, the
+value and the fix."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import types
+import typing
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from genlab.errors import ConfigError
+
+
+def check_accelerator(trainer_cfg: DictConfig) -> None:
+    """Fail before any data is loaded when the requested accelerator is not on this machine."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    devices = trainer_cfg.get("devices", "auto")
+    if accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.accelerator={accelerator} but this machine has no usable CUDA GPU "
+                f"(torch {torch.__version__}, CUDA build {torch.version.cuda}, "
+                "torch.cuda.is_available() is False). Use trainer=cpu, or trainer=default to "
+                "pick the best accelerator present."
+            )
+        if isinstance(devices, int) and devices > torch.cuda.device_count():
+            raise ConfigError(
+                f"trainer.devices={devices} but only {torch.cuda.device_count()} GPU(s) are "
+                "visible. Lower trainer.devices or check CUDA_VISIBLE_DEVICES."
+            )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            "trainer.accelerator=mps but Apple's MPS backend is not available here. "
+            "Use trainer=cpu or trainer=default."
+        )
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every check that needs no data: run first, so a typo costs seconds, not a dataset load."""
+    for key in ("model", "data", "trainer"):
+        if key not in cfg:
+            raise ConfigError(f"the config has no '{key}' group: pass {key}=<choice>.")
+    check_required(cfg)
+    mode = cfg.model.get("monitor_mode")
+    if mode is not None and mode not in ("min", "max"):
+        raise ConfigError(f"model.monitor_mode={mode!r}: choose 'min' or 'max'.")
+    check_accelerator(cfg.trainer)
+    check_manual_optimization(cfg.trainer)
+    for group in ("data", "model", "trainer"):
+        check_types(cfg[group], group)
+    check_nets_match_data(cfg)
+
+
+# Trainer options that act on automatic optimisation only (genlab's models step themselves):
+# the value that means "off", and what to do instead.
+_AUTOMATIC_ONLY = {
+    "accumulate_grad_batches": (
+        1,
+        "accumulate in the model's training_step or raise data.batch_size",
+    ),
+    "gradient_clip_val": (None, "set model.gradient_clip_val=<norm> instead (the model clips)"),
+}
+
+
+def check_manual_optimization(trainer_cfg: DictConfig) -> None:
+    """Lightning refuses these under manual optimisation only once fit starts, with its own
+    traceback."""
+    for key, (off, fix) in _AUTOMATIC_ONLY.items():
+        value = trainer_cfg.get(key, off)
+        if value not in (off, 0):
+            raise ConfigError(
+                f"trainer.{key}={value}: genlab's models optimise manually, which Lightning's "
+                f"{key} does not support: remove it and {fix}."
+            )
+
+
+_SCALARS = (int, float, bool, str, type(None))
+
+
+def _hint_leaves(hint: Any) -> list[Any] | None:
+    """The alternatives of a type hint (``int | None`` -> [int, None]); None when it cannot
+    be judged from the config value alone (classes, callables, containers of those)."""
+    if hint is Any:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        leaves: list[Any] = []
+        for arg in typing.get_args(hint):
+            sub = _hint_leaves(arg)
+            if sub is None:
+                return None
+            leaves += sub
+        return leaves
+    if origin is typing.Literal:
+        return [("literal", typing.get_args(hint))]
+    if hint in _SCALARS or hint is torch.Tensor:
+        return [hint]
+    return None
+
+
+def _accepts(leaves: list[Any], value: Any) -> bool:
+    for leaf in leaves:
+        if isinstance(leaf, tuple):
+            if value in leaf[1]:
+                return True
+        elif leaf is torch.Tensor or leaf is float:  # Tensor: e.g. an optimizer's lr
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return True
+        elif leaf is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return True
+        elif isinstance(value, leaf):
+            return True
+    return False
+
+
+def _describe(leaves: list[Any]) -> str:
+    names: list[str] = []
+    literals: list[Any] = []
+    for leaf in leaves:
+        if isinstance(leaf, tuple):
+            literals += [v for v in leaf[1] if v not in literals]
+            continue
+        name = "null" if leaf is type(None) else "float" if leaf is torch.Tensor else leaf.__name__
+        if name not in names:
+            names.append(name)
+    if literals:
+        names.insert(0, "one of " + ", ".join(map(repr, literals)))
+    return " or ".join(names)
+
+
+def _init_hints(target: str) -> dict[str, Any]:
+    """Parameter name -> type hint of ``target``'s constructor (or of the function itself);
+    hints that cannot be evaluated are left out."""
+    from hydra.utils import get_object
+
+    try:
+        obj = get_object(target)
+    except Exception:
+        return {}  # a bad _target_ is reported by instantiate, with its own message
+    if not inspect.isclass(obj):
+        return _hints_of(obj)
+    # A subclass that passes **base on to its parent: its parents' hints count too.
+    hints: dict[str, Any] = {}
+    for cls in reversed(obj.__mro__):
+        if "__init__" in vars(cls) and cls.__module__.split(".")[0] not in ("builtins", "torch"):
+            hints.update(_hints_of(vars(cls)["__init__"]))
+    return hints
+
+
+def _hints_of(fn: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:
+        pass
+    hints = {}
+    module = vars(sys.modules.get(getattr(fn, "__module__", ""), object()))
+    for name, param in inspect.signature(fn).parameters.items():
+        annotation = param.annotation
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, dict(module))  # the code's own annotations
+            except Exception:
+                continue
+        if annotation is not inspect.Parameter.empty:
+            hints[name] = annotation
+    return hints
+
+
+def check_types(node: DictConfig, prefix: str) -> None:
+    """``data.batch_size=abc`` fails here, naming the key and the type it needs, instead of
+    as a TypeError deep inside a constructor (or not at all) once the data is loaded."""
+    target = node.get("_target_")
+    hints = _init_hints(target) if target else {}
+    for key in node:
+        if str(key).startswith("_"):
+            continue
+        try:
+            value = node[key]
+        except Exception:
+            continue  # unresolvable interpolation: reported where it is used
+        if isinstance(value, DictConfig):
+            check_types(value, f"{prefix}.{key}")
+            continue
+        leaves = _hint_leaves(hints[key]) if key in hints else None
+        if leaves is None:
+            continue
+        plain = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+        if not _accepts(leaves, plain):
+            wanted = _describe(leaves)
+            raise ConfigError(
+                f"{prefix}.{key}={plain!r} ({type(plain).__name__}): {target} needs {wanted} "
+                f"there. Fix the value on the command line or in the config file."
+            )
+
+
+def check_nets_match_data(cfg: DictConfig) -> None:
+    """Nets built for other images than the data gives (an overridden ``channels`` or
+    ``image_size``) would fail at the first batch with a bare shape error."""
+    for name, net in cfg.model.items():
+        if not isinstance(net, DictConfig) or "_target_" not in net:
+            continue
+        for key in ("channels", "image_size"):
+            if key in net and key in cfg.data and net[key] != cfg.data[key]:
+                raise ConfigError(
+                    f"model.{name}.{key}={net[key]} but data.{key}={cfg.data[key]}: the nets "
+                    f"must be built for the images the data module gives. Set data.{key} "
+                    f"instead (model.*.{key} follow it), or drop the model.{name}.{key} override."
+                )
+
+
+def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is ``???``, found without resolving interpolations (a value
+    such as ``${image_size_of:${data.path}}`` would fail to resolve while data.path is ???)."""
+    keys = []
+    for key in node:
+        if OmegaConf.is_interpolation(node, key):
+            continue
+        if OmegaConf.is_missing(node, key):
+            keys.append(f"{prefix}{key}")
+        else:
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                keys += _missing_keys(child, f"{prefix}{key}.")
+    return keys
+
+
+def check_required(cfg: DictConfig) -> None:
+    """Values marked ``???`` (e.g. ``data.path`` of data=image_folder) must be given."""
+    missing = [k for k in _missing_keys(cfg) if not k.startswith("hydra")]
+    if missing:
+        given = " ".join(f"{k}=..." for k in missing)
+        raise ConfigError(f"{', '.join(missing)} must be set: add {given} to the command.")
