@@ -166,7 +166,10 @@ def _check_metrics(names: list[str], model: pl.LightningModule | None, path: str
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    names = list(cfg.metrics)
+    metrics = cfg.metrics
+    if isinstance(metrics, str):  # metrics=fid: one name, not its letters
+        metrics = [metrics]
+    names = list(metrics)
     apply_extras(cfg)
     check_accelerator(cfg.trainer)
     model = train_cfg = samples = None
@@ -180,6 +183,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         source = {"ckpt_path": str(cfg.ckpt_path)}
     else:
         raise ConfigError("give ckpt_path=<checkpoint> or samples=<file.npy> to evaluate.")
+    if "model" in names:  # every metric the model declares (none for a sample file)
+        at = names.index("model")
+        names[at : at + 1] = [m for m in model_metrics(model) if m not in names]
     _check_metrics(names, model, str(cfg.get("ckpt_path")))
     data_cfg = _data_config(cfg, train_cfg, shape)
     if "memorization" in names and "augment" in data_cfg:

@@ -1,0 +1,1 @@
+"""Your own models, outside the genlab package (docs/models.md, "Your own model")."""

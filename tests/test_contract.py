@@ -1,0 +1,167 @@
+"""The model contract (docs/models.md), checked for every config in conf/model/.
+
+A model added to conf/model/ — genlab's or a researcher's own, wherever its class lives — is
+tested here without a new test: it trains with the default callbacks and logs its monitor,
+samples seeded images of the right shape and range, survives a checkpoint round trip, resumes
+bit-exactly, and ``eval.py`` scores its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, open_dict
+
+from genlab.evaluate import model_metrics
+from genlab.evaluate import run as evaluate
+from genlab.metrics.sampling import draw
+from genlab.models.gan import GAN
+from genlab.models.vae import VAE
+from genlab.models.vaegan import VAEGAN
+from genlab.resume.checkpoint import load_model
+from genlab.resume.command import resume_config
+from genlab.train import run
+from tests.conftest import CONF, TINY, TINY_NETS
+
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+# Two short epochs, a validation (and so the FID monitor) after each, a loss row per batch.
+SHORT = [
+    "trainer.max_epochs=2",
+    "++trainer.limit_train_batches=3",
+    "++trainer.limit_val_batches=1",
+    "++trainer.log_every_n_steps=1",
+    "test=false",
+]
+
+
+def _compose(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def _shrink(model: str) -> list[str]:
+    """genlab's own families get tiny nets; any other model runs as its config says (on 1% of
+    the data, a few batches), so keep a new model's defaults cheap."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        target = get_class(
+            compose(config_name="train", overrides=[f"model={model}"]).model._target_
+        )
+    for family, cls in (("vaegan", VAEGAN), ("gan", GAN), ("vae", VAE)):
+        if issubclass(target, cls):
+            return TINY_NETS[family]
+    return []
+
+
+def _overrides(model: str) -> list[str]:
+    return [f"model={model}", *TINY, *_shrink(model), *SHORT]
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def trained(request, tmp_path_factory) -> tuple[str, Path]:
+    """(model, the run directory of two uninterrupted epochs with the default callbacks)."""
+    model = request.param
+    run_dir = tmp_path_factory.mktemp(f"contract_{model}")
+    run(_compose("train", _overrides(model), run_dir))
+    return model, run_dir
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def test_trains_and_logs_its_monitor(trained) -> None:
+    _, run_dir = trained
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "ok"
+    monitor = result["monitor"]
+    assert monitor in result["metrics"], f"{monitor} never logged: {sorted(result['metrics'])}"
+    assert math.isfinite(result["best_score"])
+    assert Path(result["best_model_path"]).is_file()
+    assert (run_dir / "samples" / "samples_last.png").is_file()
+
+
+def test_samples_are_seeded_images_in_range(trained) -> None:
+    _, run_dir = trained
+    model, cfg = load_model(run_dir / "checkpoints" / "last.ckpt")
+    shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    a, b = draw(model, 6, seed=1, batch_size=4), draw(model, 6, seed=1, batch_size=4)
+    assert a.shape == (6, *shape) and a.dtype == torch.float32
+    assert a.min() >= 0 and a.max() <= 1
+    torch.testing.assert_close(a, b, rtol=0, atol=0)  # the same seed, the same images
+    assert not torch.equal(a, draw(model, 6, seed=2, batch_size=4))
+    direct = model.sample(3, generator=torch.Generator().manual_seed(0))
+    assert direct.shape == (3, *shape) and direct.min() >= 0 and direct.max() <= 1
+
+
+def test_checkpoint_round_trip_keeps_every_sample(trained) -> None:
+    """Everything sampling depends on (weights, buffers, an EMA copy) is in the state dict."""
+    _, run_dir = trained
+    model, cfg = load_model(run_dir / "checkpoints" / "last.ckpt")
+    fresh = instantiate(cfg.model)
+    fresh.load_state_dict(model.state_dict())
+    fresh.eval()
+    torch.testing.assert_close(
+        draw(fresh, 4, seed=0, batch_size=4), draw(model, 4, seed=0, batch_size=4), rtol=0, atol=0
+    )
+
+
+def test_resume_after_an_epoch_is_bit_exact(trained, tmp_path: Path) -> None:
+    model, straight = trained
+    half = _compose("train", [*_overrides(model), "trainer.max_epochs=1"], tmp_path / "half")
+    run(half)
+    resumed = resume_config(
+        _compose("train", [f"resume={tmp_path / 'half'}"], tmp_path / "unused"),
+        ["trainer.max_epochs=2"],
+    )
+    run(resumed)
+    a, b = _weights(straight), _weights(tmp_path / "half")
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"weights differ after resume: {different[:5]}"
+
+
+def test_eval_scores_its_checkpoint(trained, tmp_path: Path) -> None:
+    _, run_dir = trained
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    cfg = _compose(
+        "eval",
+        [
+            f"ckpt_path={checkpoint}",
+            "metrics=[fid,pr,model]",
+            "num_samples=64",
+            "batch_size=32",
+            "nll_samples=4",
+            "trainer=cpu",
+            "++trainer.limit_test_batches=2",
+            "extras.print_config=false",
+        ],
+        tmp_path,
+    )
+    results = evaluate(cfg)
+    assert math.isfinite(results["test/fid"]) and 0 <= results["test/precision"] <= 1
+    model, _ = load_model(checkpoint)
+    sample_keys = {"test/fid", "test/precision", "test/recall"}
+    if model_metrics(model):  # the model's test_step ran and logged its own metrics
+        assert set(results) - sample_keys, f"no model metrics among {sorted(results)}"
+    assert all(math.isfinite(v) for v in results.values())
+    assert json.loads((tmp_path / "metrics.json").read_text())["metrics"] == results
+
+
+def test_every_model_config_declares_its_monitor() -> None:
+    """Checkpointing, early stopping and sweeps read model.monitor/monitor_mode from the
+    config; the class declares the same defaults."""
+    for model in MODELS:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[f"model={model}"]).model
+        assert cfg.get("monitor") and cfg.get("monitor_mode") in ("min", "max"), model
+        cls = get_class(cfg._target_)
+        assert getattr(cls, "monitor_mode", cfg.monitor_mode) in ("min", "max"), model
