@@ -59,7 +59,10 @@ class SampleGrid(pl.Callback):
             batch = next(iter(trainer.datamodule.val_dataloader()))
             # Whole rows only, so each row of originals sits above its reconstructions.
             self._real = batch[0][: self.nrow * max(1, self.n // (2 * self.nrow))]
-        recon = pl_module.reconstruct(self._real.to(pl_module.device)).cpu()
+        # The loader gives float32; the model may be float64 or half (trainer.precision=64,
+        # bf16-true): Lightning casts the batches of its own steps, this call is not one of them.
+        real = self._real.to(device=pl_module.device, dtype=pl_module.dtype)
+        recon = pl_module.reconstruct(real).float().cpu()
         # Interleave rows: a row of originals, then the same images reconstructed.
         rows = [t.split(self.nrow) for t in (self._real, recon)]
         return torch.cat([torch.cat(pair) for pair in zip(*rows, strict=True)])
