@@ -31,7 +31,7 @@ from genlab.utils.extras import apply_extras
 from genlab.utils.instantiate import instantiate_group, instantiate_list, to_dict
 from genlab.utils.launcher import strategy_for_launcher
 from genlab.utils.run_dir import write_run_info
-from genlab.utils.validation import validate
+from genlab.utils.validation import check_manual_optimization, validate
 from genlab.utils.wandb_offline import offline_logger_config
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,15 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
     validate(cfg)  # before any data is touched: config mistakes cost seconds
     check_monitor_source(cfg)
     apply_extras(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # stderr stays for errors
+    log.info("seed %s", cfg.seed)
     if rank_zero_only.rank == 0:
         write_run_info(cfg.paths.output_dir, cfg.paths.root_dir)
 
     datamodule: pl.LightningDataModule = instantiate_group(cfg, "data")
     model = instantiate_group(cfg, "model")
+    if not model.automatic_optimization:
+        check_manual_optimization(cfg.trainer)
     # What the user asked for, stored in every checkpoint; the runtime adaptations below
     # (offline W&B, ddp_spawn, the resumed W&B run) act on the objects built, not on this.
     resolved = to_dict(cfg)

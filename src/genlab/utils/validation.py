@@ -50,7 +50,6 @@ def validate(cfg: DictConfig) -> None:
     if mode is not None and mode not in ("min", "max"):
         raise ConfigError(f"model.monitor_mode={mode!r}: choose 'min' or 'max'.")
     check_accelerator(cfg.trainer)
-    check_manual_optimization(cfg.trainer)
     for group in ("data", "model", "trainer"):
         check_types(cfg[group], group)
     check_nets_match_data(cfg)
@@ -68,13 +67,13 @@ _AUTOMATIC_ONLY = {
 
 
 def check_manual_optimization(trainer_cfg: DictConfig) -> None:
-    """Lightning refuses these under manual optimisation only once fit starts, with its own
-    traceback."""
+    """For a model that optimises manually (all of genlab's): Lightning refuses these only
+    once fit starts, with its own traceback."""
     for key, (off, fix) in _AUTOMATIC_ONLY.items():
         value = trainer_cfg.get(key, off)
         if value not in (off, 0):
             raise ConfigError(
-                f"trainer.{key}={value}: genlab's models optimise manually, which Lightning's "
+                f"trainer.{key}={value}: the model optimises manually, which Lightning's "
                 f"{key} does not support: remove it and {fix}."
             )
 
