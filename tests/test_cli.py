@@ -79,8 +79,8 @@ def vae_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_gan_checkpoint_samples(tmp_path: Path) -> None:
     from genlab.models.gan import GAN
-    from genlab.sample import draw
     from genlab.resume.checkpoint import load_model
+    from genlab.sample import draw
 
     result = run_script(
         "train.py", *tiny_overrides("gan"), "debug=limit", f"hydra.run.dir={tmp_path}"
@@ -118,8 +118,8 @@ def test_sample_cli_round_trip(vae_checkpoint: Path, tmp_path: Path) -> None:
 
 
 def test_samples_do_not_depend_on_batch_size(vae_checkpoint: Path) -> None:
-    from genlab.sample import draw
     from genlab.resume.checkpoint import load_model
+    from genlab.sample import draw
 
     model, _ = load_model(vae_checkpoint)
     small, large = draw(model, 20, seed=3, batch_size=7), draw(model, 20, seed=3, batch_size=20)

@@ -16,10 +16,10 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 from torch.utils.data import TensorDataset
 
-from genlab.resume.loader import PoissonBatchSampler, ResumableLoader
-from genlab.errors import ConfigError
 from genlab.callbacks.privacy import DifferentialPrivacy
+from genlab.errors import ConfigError
 from genlab.nets.conv import ConvEncoder
+from genlab.resume.loader import PoissonBatchSampler, ResumableLoader
 from genlab.train import run
 from genlab.utils.instantiate import instantiate_group
 

@@ -11,8 +11,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 from genlab.errors import ConfigError
-from genlab.sweeps import collect, summarize, write_result
 from genlab.resolvers import override_tags, sweep_group
+from genlab.sweeps import collect, summarize, write_result
 from genlab.utils.launcher import strategy_for_launcher
 from tests.conftest import CONF, JOB_TINY, ROOT, run_script
 
