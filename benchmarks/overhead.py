@@ -12,7 +12,7 @@ same nets on the same batches from the same seed:
   default    the module under the project's default callbacks and CSV logger
 
 Each run times ``--batches`` training batches after ``--warmup`` (data loading included,
-epoch-end work such as checkpoints, sample grids and FID excluded: see the README for their
+epoch-end work such as checkpoints, sample grids and FID excluded: see docs/performance.md for their
 share of a run). Runs are interleaved, variant order rotating per repeat, so a noisy shared
 machine slows all variants alike; the ratios to ``plain`` use runs of the same repeat. Prints
 images/s (median and range) and the ratios ``barebones/plain`` and ``default/plain``; goal:

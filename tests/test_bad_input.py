@@ -1,4 +1,4 @@
-"""Each user mistake gets one clear, actionable error before any training (README:
+"""Each user mistake gets one clear, actionable error before any training (docs/troubleshooting.md:
 Troubleshooting lists the same cases). The trainer=gpu, missing-MNIST, unknown-option and
 empty-folder cases run as fresh processes in test_cli.py / test_image_folder.py."""
 

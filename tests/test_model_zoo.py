@@ -1,4 +1,4 @@
-"""scripts/model_zoo.py: the README's model table is built from the runs' own test metrics."""
+"""scripts/model_zoo.py: the model zoo table (docs/models.md) is built from the runs' own test metrics."""
 
 from __future__ import annotations
 
