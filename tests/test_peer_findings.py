@@ -122,7 +122,7 @@ AUTOMATIC_ONLY = [
 def test_automatic_optimization_options_are_one_line(
     tmp_path: Path, overrides: list[str], option: str, fix: str
 ) -> None:
-    # validate() refuses these before any data is loaded: a fresh process takes seconds.
+    # Refused at start-up, before any data is loaded: a fresh process takes seconds.
     result = run_script(
         "train.py", *tiny_overrides(), *overrides, f"hydra.run.dir={tmp_path}", timeout=120
     )
