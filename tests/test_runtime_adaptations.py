@@ -92,3 +92,32 @@ def test_offline_fallback_stays_out_of_the_stored_config_and_resume(
     assert stored["logger"]["wandb"]["mode"] == "online"
     assert stored["logger"]["wandb"]["id"] is None
     assert stored["resume"] is None and stored["ckpt_path"].endswith("last.ckpt")
+
+
+def test_continued_wandb_run_id_stays_out_of_the_stored_config(make_cfg, tmp_path: Path) -> None:
+    """``train.py ckpt_path=<ckpt> logger=wandb`` (a composed, struct-mode config) continues the
+    checkpoint's W&B run; the id and ``resume`` set on the logger reach neither the command's
+    config nor the new checkpoints."""
+    short = ["model=vae", "callbacks.fid=null", "debug=limit", "test=false"]
+    first = make_cfg("logger=wandb", *short, "trainer.max_epochs=1")
+    run(first)
+    first_dir = Path(first.paths.output_dir)
+    (offline,) = (first_dir / "wandb").glob("offline-run-*")
+    run_id = offline.name.rsplit("-", 1)[1]
+
+    second = make_cfg(
+        "logger=wandb",
+        *short,
+        "trainer.max_epochs=2",  # one more epoch, so the continued run writes a checkpoint
+        f"ckpt_path={first_dir / 'checkpoints' / 'last.ckpt'}",
+    )
+    second.paths.output_dir = str(tmp_path / "continued")
+    run(second)
+    (continued,) = (tmp_path / "continued" / "wandb").glob("offline-run-*")
+    assert continued.name.rsplit("-", 1)[1] == run_id  # the same W&B run
+    assert second.logger.wandb.id is None and "resume" not in second.logger.wandb
+    stored = _stored(tmp_path / "continued")
+    assert stored["epoch"] == 1  # written by the continued run
+    assert stored[WANDB_ID_KEY] == run_id
+    assert stored[CONFIG_KEY]["logger"]["wandb"]["id"] is None
+    assert "resume" not in stored[CONFIG_KEY]["logger"]["wandb"]

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
@@ -174,7 +174,10 @@ def _build_loggers(cfg: DictConfig) -> list[Logger]:
     logger_cfg = offline_logger_config(cfg.get("logger"))
     run_id = _checkpoint_wandb_id(cfg, logger_cfg)
     if run_id:
-        logger_cfg = OmegaConf.merge(logger_cfg, {"wandb": {"id": run_id, "resume": "allow"}})
+        # A composed config is in struct mode, and conf/logger/wandb.yaml has no `resume` key.
+        with open_dict(logger_cfg):
+            resumed = OmegaConf.merge(logger_cfg, {"wandb": {"id": run_id, "resume": "allow"}})
+        logger_cfg = resumed
     loggers = instantiate_list(logger_cfg)
     for logger in loggers:  # a resumed run continues its metrics.csv
         if isinstance(logger, ResumableCSVLogger):
