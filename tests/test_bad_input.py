@@ -88,7 +88,7 @@ def test_model_metric_on_the_wrong_model_type(make_cfg, tmp_path: Path) -> None:
     run(cfg)
     ckpt = next((Path(cfg.paths.output_dir) / "checkpoints").glob("*.ckpt"))
     eval_cfg = make_cfg(f"ckpt_path={ckpt}", "metrics=[nll]", config_name="eval")
-    with pytest.raises(ConfigError, match=r"nll needs a VAE"):
+    with pytest.raises(ConfigError, match=r"a GAN checkpoint: it computes \['d_acc'\]"):
         evaluate.run(eval_cfg)
 
 

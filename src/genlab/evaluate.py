@@ -16,6 +16,7 @@ table and writes ``metrics.json`` and ``metrics.csv`` into the eval run director
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import logging
 import time
@@ -142,6 +143,20 @@ def audit_memorization(
     return results
 
 
+def _check_spelling(names: list[str]) -> None:
+    """A name one letter off a sample metric is a typo, not a model metric (checked before
+    anything is loaded)."""
+    known = (*SAMPLE_METRICS, *AUDIT_METRICS, "model")
+    for name in names:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        if name not in known and close:
+            raise ConfigError(
+                f"metrics={names}: {name!r} is not a metric; did you mean {close[0]!r}? Sample "
+                f"metrics: {', '.join(SAMPLE_METRICS)}; model metrics: those the checkpoint's "
+                "model declares (metrics=[model] for all of them)."
+            )
+
+
 def _check_metrics(names: list[str], model: pl.LightningModule | None, path: str) -> None:
     """Sample and audit metrics work for every model; a model metric must be one the model
     declares. Inapplicable model metrics are skipped when others run; asked for alone, e.g.
@@ -170,6 +185,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if isinstance(metrics, str):  # metrics=fid: one name, not its letters
         metrics = [metrics]
     names = list(metrics)
+    _check_spelling(names)
     apply_extras(cfg)
     check_accelerator(cfg.trainer)
     model = train_cfg = samples = None

@@ -147,7 +147,7 @@ def _init_hints(target: str) -> dict[str, Any]:
     # A subclass that passes **base on to its parent: its parents' hints count too.
     hints: dict[str, Any] = {}
     for cls in reversed(obj.__mro__):
-        if "__init__" in vars(cls) and cls.__module__.split(".")[0] not in ("builtins", "torch"):
+        if "__init__" in vars(cls) and cls is not object:
             hints.update(_hints_of(vars(cls)["__init__"]))
     return hints
 
