@@ -181,6 +181,11 @@ class DifferentialPrivacy(Callback):
                         "trains private and non-private parameters together; give the private "
                         "nets (private_nets()) an optimizer of their own."
                     )
+                if self._optimizer is not None:  # one accountant, one noise: one optimizer
+                    raise ConfigError(
+                        f"privacy.enabled=true: {type(pl_module).__name__} steps its private "
+                        "nets with several optimizers; DP-SGD here needs them under one."
+                    )
                 optimizer = self.private_optimizer(optimizer)
             optimizers.append(optimizer)
         trainer.optimizers = optimizers
