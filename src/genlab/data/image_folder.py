@@ -10,19 +10,21 @@ and centre-cropped to ``image_size``, converted to grey or RGB (``channels``; CM
 alpha images are converted, alpha composited on white) and returned as float ``[C, H, W]`` in
 [0, 1], the same contract as MNIST, so every model runs unchanged.
 
-Unreadable, empty, truncated, non-image and too-small files are skipped, never fatal: they are
-counted, logged and listed in ``<report_dir>/data_report.json``. ``cache=true`` decodes every
-image once into a memory-mapped uint8 array under ``cache_dir`` (re-used while the file list,
-sizes, modification times and ``image_size``/``channels`` are unchanged).
+Unreadable, empty, truncated, non-image, too-small and too-large (decompression-bomb) files are
+skipped, never fatal: they are counted, logged and listed in ``<report_dir>/data_report.json``.
+``cache=true`` decodes every image once into a memory-mapped uint8 array under ``cache_dir``
+(re-used while the file list, sizes, modification times and ``image_size``/``channels`` are
+unchanged). A cache that is truncated or whose metadata is broken is moved aside
+(``<name>.corrupt-<n>``, never deleted) with one warning and rebuilt.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +37,7 @@ from torch.utils.data import Dataset
 from genlab.data.splits import SplitDataModule
 from genlab.data.transforms import build_augmentation
 from genlab.errors import ConfigError, DataError
+from genlab.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
@@ -44,6 +47,28 @@ NET_SIZES = (28, 32, 64, 128, 256)  # sizes genlab.nets.conv builds
 
 class BadImage(Exception):
     """A file that cannot be used as an image; the message is the reason."""
+
+
+def _too_large(error: Image.DecompressionBombError) -> BadImage:
+    # PIL refuses images above 2 x Image.MAX_IMAGE_PIXELS before decoding them: one such file
+    # would otherwise need gigabytes of memory, so it is skipped like any other unusable file.
+    return BadImage(f"too large to decode ({error})")
+
+
+def _move_aside(path: Path) -> Path | None:
+    """Rename a broken derived file to ``<name>.corrupt-<n>`` (the first free ``n``), so that
+    it can still be inspected and a new one can take its place. ``None``: it was already gone
+    (another process moved or replaced it first)."""
+    for n in itertools.count(1):
+        target = path.with_name(f"{path.name}.corrupt-{n}")
+        if target.exists():
+            continue
+        try:
+            path.rename(target)
+        except FileNotFoundError:
+            return None
+        return target
+    raise AssertionError("unreachable")  # itertools.count never ends
 
 
 def scan_folder(root: str | Path, file_list: str | Path | None = None) -> list[Path]:
@@ -90,7 +115,7 @@ def infer_image_size(root: str | Path, sample: int = 200) -> int:
         try:
             with Image.open(path) as img:
                 sides.append(min(img.size))
-        except (OSError, UnidentifiedImageError):
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             continue  # reported by the data module; irrelevant to the size
     median = float(np.median(sides)) if sides else 0.0
     return max([s for s in NET_SIZES if s <= median], default=NET_SIZES[0])
@@ -115,7 +140,10 @@ def check_header(path: Path, min_size: int = 8) -> None:
             size = img.size
     except UnidentifiedImageError:
         raise BadImage("not an image PIL can read") from None
-    except OSError as e:
+    except Image.DecompressionBombError as e:
+        raise _too_large(e) from None
+    # A damaged header can also raise ValueError or SyntaxError (e.g. "Truncated IHDR chunk").
+    except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"unreadable ({e})") from None
     _reject_small(size, min_size)
 
@@ -130,6 +158,8 @@ def open_image(path: Path, channels: int, min_size: int = 8) -> Image.Image:
             img = ImageOps.exif_transpose(img)
     except UnidentifiedImageError:
         raise BadImage("not an image PIL can read") from None
+    except Image.DecompressionBombError as e:
+        raise _too_large(e) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"corrupt or truncated ({e})") from None
     _reject_small(img.size, min_size)
@@ -199,6 +229,40 @@ class ImageFileDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image).clamp_(0, 1)
         return image, self.labels[index]
+
+
+def _open_pixels(path: Path, n: int, shape_tail: tuple[int, ...]) -> np.ndarray | None:
+    # mmap cannot map an empty file: a folder without one usable image has no pixels.
+    return np.memmap(path, np.uint8, "r", shape=(n, *shape_tail)) if n else None
+
+
+def _read_cache_meta(
+    meta_path: Path, data_path: Path, files: list[Path], shape_tail: tuple[int, ...]
+) -> tuple[dict | None, str | None]:
+    """``(metadata, None)`` when the cache matches ``files``, else ``(None, what is wrong)``.
+
+    The key in the names covers the file list, so a cache written whole always passes; what
+    fails is a damaged one: a truncated pixel file or metadata that is not what was written.
+    """
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"{meta_path.name} is not valid JSON: {e}"
+    if (
+        not isinstance(meta, dict)
+        or not isinstance(meta.get("files"), list)
+        or not isinstance(meta.get("skipped"), dict)
+        or not all(isinstance(v, str) for v in meta["skipped"].values())
+    ):
+        return None, f"{meta_path.name} lacks the lists of kept and skipped files"
+    # Every scanned file exactly once, kept or skipped, in scan order.
+    expected = [str(p) for p in files if str(p) not in meta["skipped"]]
+    if meta["files"] != expected or len(meta["files"]) + len(meta["skipped"]) != len(files):
+        return None, f"{meta_path.name} does not list the files of this folder"
+    size, want = data_path.stat().st_size, len(expected) * int(np.prod(shape_tail))
+    if size != want:
+        return None, f"{data_path.name} has {size} bytes, {want} expected"
+    return meta, None
 
 
 class ImageFolderDataModule(SplitDataModule):
@@ -299,8 +363,9 @@ class ImageFolderDataModule(SplitDataModule):
                 self.skipped[str(path)] = str(e)
         return good
 
-    def _build_cache(self, files: list[Path]) -> tuple[list[Path], np.ndarray]:
-        """Decode + resize every file once into ``<cache_dir>/image_folder/<key>.u8``."""
+    def _build_cache(self, files: list[Path]) -> tuple[list[Path], np.ndarray | None]:
+        """Decode + resize every file once into ``<cache_dir>/image_folder/<key>.u8`` (pixels)
+        and ``<key>.json`` (the files kept and skipped); ``None`` pixels when none is usable."""
         key = hashlib.sha256(f"{self.image_size}-{self.channels}-{self.min_size}".encode())
         for p in files:
             st = p.stat()
@@ -309,30 +374,36 @@ class ImageFolderDataModule(SplitDataModule):
         meta_path, data_path = base.with_suffix(".json"), base.with_suffix(".u8")
         shape_tail = (self.channels, self.image_size, self.image_size)
         if meta_path.is_file() and data_path.is_file():
-            meta = json.loads(meta_path.read_text())
-            kept = [Path(p) for p in meta["files"]]
-            self.skipped.update(meta["skipped"])
-            return kept, np.memmap(data_path, np.uint8, "r", shape=(len(kept), *shape_tail))
-        base.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=base.parent, suffix=".u8.tmp")
-        os.close(fd)
+            meta, problem = _read_cache_meta(meta_path, data_path, files, shape_tail)
+            if meta is not None:
+                kept = [Path(p) for p in meta["files"]]
+                self.skipped.update(meta["skipped"])
+                return kept, _open_pixels(data_path, len(kept), shape_tail)
+            moved = [m for m in (_move_aside(data_path), _move_aside(meta_path)) if m]
+            names = [str(m) if i == 0 else m.name for i, m in enumerate(moved)]
+            log.warning(
+                "image-folder cache %s is broken (%s): moved aside to %s; rebuilding it",
+                data_path, problem, " and ".join(names) or "(already gone)",
+            )  # fmt: skip
         kept, skipped = [], {}
-        with open(tmp, "wb") as out:
+        # Pixels first, then the metadata, each renamed into place whole: a run killed
+        # mid-build leaves no cache (or pixels without metadata), which the next run rebuilds.
+        with atomic_path(data_path) as tmp, open(tmp, "wb") as out:
             for p in files:
                 try:
-                    out.write(
-                        resize_crop(open_image(p, self.channels, self.min_size), self.image_size)
-                        .numpy()
-                        .tobytes()
+                    image = resize_crop(
+                        open_image(p, self.channels, self.min_size), self.image_size
                     )
-                    kept.append(p)
                 except BadImage as e:
                     skipped[str(p)] = str(e)
-        os.replace(tmp, data_path)
-        meta_path.write_text(json.dumps({"files": [str(p) for p in kept], "skipped": skipped}))
+                    continue
+                out.write(image.numpy().tobytes())
+                kept.append(p)
+        with atomic_path(meta_path) as tmp:
+            tmp.write_text(json.dumps({"files": [str(p) for p in kept], "skipped": skipped}))
         self.skipped.update(skipped)
         log.info("cached %d decoded images in %s", len(kept), data_path)
-        return kept, np.memmap(data_path, np.uint8, "r", shape=(len(kept), *shape_tail))
+        return kept, _open_pixels(data_path, len(kept), shape_tail)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

@@ -7,15 +7,23 @@ torchvision reads the IDX files; the module then keeps the whole set as one floa
 [0, 1] (NCHW), which is far faster on CPU than decoding a PIL image per sample. The repo ships
 MNIST's four ``.gz`` files under ``data/MNIST/raw/``: they are decompressed (and checked against
 ``data/MNIST/SHA256SUMS.raw``) on first use, so training works offline on a fresh clone.
+
+The decompressed files are derived: each is checked once per process (IDX header against the
+file size, then the SHA-256 when the sums file lists it), and one that fails is decompressed
+again from its ``.gz``. The ``.gz`` files are only ever read; a damaged one is one error naming
+it and the fix.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
+import math
 import os
 import shutil
-import tempfile
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +35,9 @@ from torchvision import datasets
 from genlab.data.splits import SplitDataModule
 from genlab.data.transforms import build_augmentation
 from genlab.errors import ConfigError, DataError
+from genlab.utils.atomic import atomic_path
 
+log = logging.getLogger(__name__)
 # config name -> torchvision class (its name is also the folder under data_dir)
 DATASETS: dict[str, type[datasets.MNIST]] = {
     "mnist": datasets.MNIST,
@@ -36,6 +46,14 @@ DATASETS: dict[str, type[datasets.MNIST]] = {
 }
 # Other torchvision sets that keep uint8 HWC arrays in ``.data`` (no IDX files to prepare).
 ARRAY_DATASETS = {"cifar10": datasets.CIFAR10}
+SUMS_FILE = "SHA256SUMS.raw"  # beside raw/: SHA-256 of the decompressed files
+# IDX element type code -> bytes per element (http://yann.lecun.com/exdb/mnist/, "IDX format").
+IDX_ITEM_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
+# What reading a damaged gzip raises: bad header or CRC, a cut-off stream, bad deflate data.
+GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+# Decompressed files found sound in this process, as (path, size, mtime_ns, expected SHA-256):
+# prepare_data and every setup call ensure_raw_files, and hashing 55 MB each time is waste.
+_verified: set[tuple[str, int, int, str | None]] = set()
 
 
 def load_array_dataset(
@@ -74,40 +92,108 @@ def _sha256(path: Path) -> str:
 def _read_checksums(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
-    pairs = (line.split() for line in path.read_text().splitlines() if line.strip())
-    return {name: digest for digest, name in pairs}
+    sums = {}
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or len(fields[0]) != 64:
+            raise DataError(
+                f"{path} line {number} is not '<sha256>  <file name>'. Restore the file from the "
+                f"genlab repository (data/MNIST/{SUMS_FILE}), or delete it to skip the check."
+            )
+        sums[fields[1]] = fields[0].lower()
+    return sums
+
+
+def _idx_problem(path: Path) -> str | None:
+    """What is wrong with an IDX file's layout (the header's shape against the file size)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_ITEM_BYTES:
+            return "not an IDX file"
+        packed_dims = f.read(4 * head[3])
+    if len(packed_dims) < 4 * head[3]:
+        return "truncated header"
+    dims = struct.unpack(f">{head[3]}I", packed_dims)
+    expected = 4 + len(packed_dims) + math.prod(dims) * IDX_ITEM_BYTES[head[2]]
+    size = path.stat().st_size
+    return None if size == expected else f"{size} bytes, its header says {expected}"
+
+
+def _stamp(path: Path, digest: str | None) -> tuple[str, int, int, str | None]:
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, digest
+
+
+def _raw_problem(path: Path, digest: str | None) -> str | None:
+    """What is wrong with a decompressed file (``None``: sound). The SHA-256 decides when the
+    sums file lists it; else the IDX layout, which catches truncation."""
+    if digest is not None:
+        return None if _sha256(path) == digest else f"SHA-256 mismatch with {SUMS_FILE}"
+    return _idx_problem(path)
+
+
+def _source(dataset_cls: type[datasets.MNIST], name: str) -> str:
+    """Where a fresh copy of ``<name>.gz`` comes from, for error messages."""
+    if dataset_cls is datasets.MNIST:
+        return f"the genlab repository (data/MNIST/raw/{name}.gz)"
+    return f"{dataset_cls.mirrors[0]}{name}.gz"
+
+
+def _decompress(packed: Path, target: Path, digest: str | None, source: str) -> None:
+    """``packed`` -> ``target``, checked before it is renamed into place."""
+    fix = f"Re-copy it from {source}, or delete it so that it is downloaded again."
+    # A private temporary file, renamed into place only once checked: never a half-written or
+    # wrong target, and two runs starting together (multirun) cannot trip over each other.
+    with atomic_path(target) as tmp:
+        try:
+            with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except GZIP_ERRORS as e:
+            raise DataError(f"{packed} is damaged ({type(e).__name__}: {e}). {fix}") from None
+        problem = _raw_problem(tmp, digest)
+        if problem is not None:
+            raise DataError(
+                f"{packed} does not decompress to the expected file ({problem}): the copy is "
+                f"corrupt. {fix}"
+            )
+    _verified.add(_stamp(target, digest))
 
 
 def ensure_raw_files(data_dir: str | Path, dataset: str = "mnist", download: bool = True) -> Path:
     """Make sure the IDX files of ``dataset`` are in ``<data_dir>/<Class>/raw/``.
 
-    Order: files already there -> decompress shipped ``.gz`` (verified against
-    ``SHA256SUMS.raw`` when present) -> torchvision download -> one clear ``DataError``.
-    Returns the raw folder.
+    Order: files already there (checked once per process; a damaged one is decompressed again
+    from its ``.gz``) -> decompress shipped ``.gz`` (verified against ``SHA256SUMS.raw`` when
+    present) -> torchvision download -> one clear ``DataError``. Returns the raw folder.
     """
     dataset_cls = DATASETS[dataset]
     root = Path(data_dir) / dataset_cls.__name__
     raw = root / "raw"
-    checksums = _read_checksums(root / "SHA256SUMS.raw")
+    checksums = _read_checksums(root / SUMS_FILE)
     for name in raw_file_names(dataset_cls):
         target, packed = raw / name, raw / f"{name}.gz"
-        if target.exists() or not packed.exists():
-            continue
-        # A private temp file, renamed into place: never a half-written target, and two runs
-        # starting together (multirun) cannot trip over each other's partial file.
-        fd, tmp_name = tempfile.mkstemp(dir=raw, prefix=f".{name}.", suffix=".partial")
-        tmp = Path(tmp_name)
-        try:
-            with gzip.open(packed, "rb") as src, os.fdopen(fd, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            if name in checksums and _sha256(tmp) != checksums[name]:
+        if target.exists():
+            stamp = _stamp(target, checksums.get(name))
+            if stamp in _verified:
+                continue
+            problem = _raw_problem(target, checksums.get(name))
+            if problem is None:
+                _verified.add(stamp)
+                continue
+            if not packed.exists():
                 raise DataError(
-                    f"{packed} does not decompress to the expected file (SHA-256 mismatch with "
-                    f"{root / 'SHA256SUMS.raw'}). The copy is corrupt: replace it with a fresh one."
+                    f"{target} is damaged ({problem}). Delete it so that it is downloaded "
+                    f"again, or put a fresh {name}.gz beside it (from {_source(dataset_cls, name)})."
                 )
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+            # Derived from the .gz beside it, so it may be replaced (the .gz is only read).
+            log.warning(
+                "%s is damaged (%s): decompressing it again from %s", target, problem, packed.name
+            )
+        elif not packed.exists():
+            continue
+        _decompress(packed, target, checksums.get(name), _source(dataset_cls, name))
 
     missing = [n for n in raw_file_names(dataset_cls) if not (raw / n).exists()]
     if missing and download:

@@ -13,7 +13,8 @@ flagged, keeping the first file of each duplicate group. Categories: unreadable 
 reason), exact duplicates (same bytes), near duplicates (perceptual hash within
 ``near_duplicate_distance`` of 64 bits, confirmed by 32x32 grey thumbnails that differ by at
 most ``near_duplicate_pixel_diff`` of their contrast), too small, too dark, blank (almost no pixel variance)
-and extreme aspect ratios.
+and extreme aspect ratios. Files PIL refuses to decode (above its decompression-bomb limit) are
+unreadable, like broken ones: reported, never fatal.
 """
 
 from __future__ import annotations
@@ -157,7 +158,12 @@ def analyse(files: list[Path], cfg: DictConfig) -> dict:
 
 
 def _contact_sheet(paths: list[str], out: Path, thumb: int) -> None:
-    tiles = [resize_crop(open_image(Path(p), 3, 1), thumb).float() / 255 for p in paths]
+    tiles = []
+    for p in paths:
+        try:
+            tiles.append(resize_crop(open_image(Path(p), 3, 1), thumb).float() / 255)
+        except BadImage:  # changed since it was read: a grey tile keeps the flagged.txt order
+            tiles.append(torch.full((3, thumb, thumb), 0.5))
     save_image(torch.stack(tiles), out, nrow=8, padding=2, pad_value=1.0)
 
 

@@ -4,11 +4,16 @@ Real features are computed once per (data set, split, resolution, channels, extr
 weights, image count) and stored under ``cache_dir`` as ``<data>-<split>-<n>x<C>x<H>x<W>-
 <extractor>-<digest>.pt``. The digest hashes the images' 8-bit pixels and the extractor's
 identity, so any change to the data, the split, the resize or the weights picks a new file.
+
+A cache file is derived data: one that cannot be loaded (truncated, garbage, another type) or
+does not match its key is moved aside to ``<name>.corrupt-<n>`` (kept for inspection, never
+deleted) with one warning, and the features are extracted again in the same run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,12 +22,12 @@ import torch
 from torch import Tensor
 
 from genlab.errors import ConfigError
-from genlab.metrics.features import FeatureExtractor, quantize
+from genlab.metrics.features import LOAD_ERRORS, FeatureExtractor, quantize
 from genlab.metrics.sampling import iter_samples
 from genlab.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1  # bump when the stored format or the feature pipeline changes
+CACHE_VERSION = 2  # bump when the stored format or the feature pipeline changes
 SPLITS = ("val", "test")  # what sample metrics compare with: never the training images
 AUDIT_SPLITS = ("train", *SPLITS)  # the memorization audit compares with those too
 
@@ -83,6 +88,43 @@ def _atomic_save(obj: object, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def _move_aside(path: Path) -> Path | None:
+    """Rename a broken cache file to ``<name>.corrupt-<n>`` (the first free ``n``); ``None``
+    when it is already gone (another process moved or replaced it first)."""
+    for n in itertools.count(1):
+        target = path.with_name(f"{path.name}.corrupt-{n}")
+        if target.exists():
+            continue
+        try:
+            path.rename(target)
+        except FileNotFoundError:
+            return None
+        return target
+    raise AssertionError("unreachable")  # itertools.count never ends
+
+
+def _load_cached(path: Path, key: str, n: int, extractor: FeatureExtractor) -> Features | str:
+    """The cached features, or what is wrong with the file."""
+    try:
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+    except LOAD_ERRORS as e:
+        # The type only: torch's own messages run to paragraphs and advise weights_only=False,
+        # which is no remedy for a damaged file.
+        return f"cannot be loaded: {type(e).__name__}"
+    if not isinstance(cached, dict):
+        return f"holds a {type(cached).__name__}, not the features"
+    if cached.get("key") != key:
+        return "written for other images or another extractor (its key differs)"
+    features, logits = cached.get("features"), cached.get("logits")
+    dims = (getattr(extractor, "num_features", None), getattr(extractor, "num_classes", None))
+    for name, value, dim in (("features", features, dims[0]), ("logits", logits, dims[1])):
+        if not isinstance(value, Tensor) or value.dim() != 2 or not value.is_floating_point():
+            return f"its {name} are not a 2-d float tensor"
+        if len(value) != n or (dim is not None and value.shape[1] != dim):
+            return f"its {name} have shape {list(value.shape)}, not [{n}, {dim or 'D'}]"
+    return features, logits
+
+
 def real_features(
     datamodule,
     split: str,
@@ -98,19 +140,23 @@ def real_features(
     pixels = quantize(images).mul(255).to(torch.uint8)
     digest = hashlib.sha256(pixels.numpy().tobytes())
     digest.update(f"{extractor.identity}-v{CACHE_VERSION}".encode())
+    key = digest.hexdigest()
     name = getattr(datamodule, "dataset", None) or type(datamodule).__name__
     shape = "x".join(str(s) for s in images.shape)
     path = None
     if cache_dir is not None:
-        path = (
-            Path(cache_dir)
-            / f"{name}-{split}-{shape}-{extractor.name}-{digest.hexdigest()[:16]}.pt"
-        )
+        path = Path(cache_dir) / f"{name}-{split}-{shape}-{extractor.name}-{key[:16]}.pt"
         if path.is_file():
-            cached = torch.load(path, map_location="cpu", weights_only=True)
-            return cached["features"], cached["logits"]
+            cached = _load_cached(path, key, len(images), extractor)
+            if not isinstance(cached, str):
+                return cached
+            moved = _move_aside(path)
+            log.warning(
+                "real-feature cache %s is broken (%s): moved aside to %s; extracting again",
+                path, cached, moved or "(already gone)",
+            )  # fmt: skip
     features = extract(extractor, images.split(batch_size), device)
     if path is not None:
-        _atomic_save({"features": features[0], "logits": features[1]}, path)
+        _atomic_save({"key": key, "features": features[0], "logits": features[1]}, path)
         log.info("cached real features: %s", path)
     return features

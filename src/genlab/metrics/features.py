@@ -14,18 +14,30 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.errors import ConfigError, GenlabError
+from genlab.errors import CheckpointError, ConfigError, GenlabError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 MNIST_CLASSIFIER_WEIGHTS = WEIGHTS_DIR / "mnist_classifier.pt"
 INCEPTION_ENV = "GENLAB_INCEPTION_WEIGHTS"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+# What torch.load raises on a damaged file (found by truncating and overwriting bytes of a saved
+# file): zip and pickle errors, EOF, short reads, and decoding errors of the pickled records.
+LOAD_ERRORS = (
+    OSError,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    KeyError,
+    IndexError,
+    pickle.UnpicklingError,
+)
 
 
 def quantize(images: Tensor) -> Tensor:
@@ -102,9 +114,8 @@ class MNISTClassifierFeatures(FeatureExtractor):
                 f"weights shipped with genlab, or make them with "
                 f"`python scripts/train_mnist_classifier.py`."
             )
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         self.net = MNISTClassifier()
-        self.net.load_state_dict(checkpoint["state_dict"])
+        checkpoint = _load_classifier(self.net, path, shipped=not weights)
         self.net.eval().requires_grad_(False)
         self.test_accuracy = float(checkpoint.get("test_accuracy", float("nan")))
         self.identity = f"{self.name}-{file_digest(path)}"
@@ -120,6 +131,34 @@ class MNISTClassifierFeatures(FeatureExtractor):
             x = F.interpolate(x, size=(28, 28), mode="bilinear", antialias=True)
         features = self.net.embed(x)
         return features, self.net.head(features)
+
+
+def _load_classifier(net: MNISTClassifier, path: Path, shipped: bool) -> dict:
+    """Load ``path`` into ``net``; a damaged or foreign file is one line naming it and the fix."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except LOAD_ERRORS as e:
+        problem = f"cannot be loaded: {type(e).__name__}"
+    else:
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+            problem = "no state_dict in it"
+        else:
+            try:
+                net.load_state_dict(checkpoint["state_dict"])
+                return checkpoint
+            except RuntimeError as e:  # missing or unexpected keys, other shapes
+                problem = f"not this classifier's weights: {str(e).splitlines()[0]}"
+    if shipped:
+        raise CheckpointError(
+            f"the shipped classifier weights {path} are damaged ({problem}). Restore the file "
+            f"from the genlab repository (src/genlab/metrics/weights/{path.name}) or reinstall "
+            f"genlab."
+        )
+    raise CheckpointError(
+        f"features.weights={str(path)!r} is not an MNIST classifier checkpoint ({problem}). Point "
+        f"it at a file written by `python scripts/train_mnist_classifier.py`, or leave it unset "
+        f"to use the weights shipped with genlab."
+    )
 
 
 def resolve_inception_weights(weights: str | Path | None) -> Path | None:
