@@ -162,3 +162,38 @@ def test_iwae_bound_is_above_elbo_and_tightens_with_k(make_cfg, mnist) -> None:
                 for k in (1, 5, 50)}  # fmt: skip
     assert iwae[1] == pytest.approx(float(elbo), rel=0.01)  # k = 1 is the ELBO
     assert elbo < iwae[5] < iwae[50]
+
+
+def test_non_finite_features_are_one_error_not_a_crash() -> None:
+    """A diverged model's NaN features never reach the matrix routines (FID's used to kill
+    the process: oneMKL DGEBAL, exit 139)."""
+    real, fake = torch.randn(50, 8), torch.randn(50, 8)
+    fake[7, 2] = float("nan")
+    logits = torch.randn(50, 10)
+    logits[1, 0] = float("inf")
+    for compute in (
+        lambda: frechet_distance(real, fake),
+        lambda: kernel_distance(real, fake),
+        lambda: precision_recall(real, fake),
+        lambda: inception_score(logits),
+        lambda: class_coverage(logits),
+        lambda: score((real, logits.nan_to_num()), (fake, logits.nan_to_num())),
+    ):
+        with pytest.raises(GenlabError, match=r"hold NaN/Inf in 1 of 50 rows \(first: row"):
+            compute()
+    with pytest.raises(GenlabError, match=r"the features of samples=x.npy hold NaN/Inf"):
+        score((real, torch.randn(50, 10)), (fake, torch.randn(50, 10)), ["kid"],
+              sources=("the test images", "samples=x.npy"))  # fmt: skip
+
+
+def test_too_few_rows_for_a_metric_is_one_error() -> None:
+    real, logits = torch.randn(50, 8), torch.randn(50, 10)
+    few = torch.randn(3, 8)
+    with pytest.raises(GenlabError, match=r"3 rows, but pr needs >= 4"):
+        precision_recall(real, few)
+    with pytest.raises(GenlabError, match=r"1 rows, but fid needs >= 2"):
+        frechet_distance(real, few[:1])
+    with pytest.raises(GenlabError, match=r"is needs >= 10 \(one per split\)"):
+        inception_score(logits[:5])
+    with pytest.raises(GenlabError, match=r"samples=x.npy: 3 images are too few: is needs >= 10"):
+        score((real, logits), (few, logits[:3]), ["fid", "is"], sources=("real", "samples=x.npy"))

@@ -19,6 +19,7 @@ import csv
 import difflib
 import json
 import logging
+import pickle
 import time
 from pathlib import Path
 
@@ -32,26 +33,35 @@ from rich.table import Table
 from torchvision.utils import save_image
 
 from genlab.errors import ConfigError, DataError
-from genlab.metrics.feature_sets import (
-    AUDIT_SPLITS,
-    extract,
-    generated_features,
-    real_features,
-    split_images,
-)
+from genlab.metrics.feature_sets import AUDIT_SPLITS, extract, real_features, split_images
+from genlab.metrics.memorization import MIN_SAMPLES as AUDIT_MIN_SAMPLES
 from genlab.metrics.memorization import closest_pairs, memorization_report
-from genlab.metrics.sampling import draw
-from genlab.metrics.scores import SAMPLE_METRICS, score
+from genlab.metrics.sampling import draw, finite_samples, iter_samples
+from genlab.metrics.scores import SAMPLE_METRICS, require_finite, score, too_few
 from genlab.resume.checkpoint import load_model
 from genlab.utils.atomic import atomic_path
-from genlab.utils.extras import apply_extras
+from genlab.utils.extras import print_config, silence_known_warnings
 from genlab.utils.instantiate import instantiate_group
-from genlab.utils.validation import check_accelerator
+from genlab.utils.ranges import Arg, check_args, integer, names, optional_path, seed
+from genlab.utils.validation import check_accelerator, check_types
 
 log = logging.getLogger(__name__)
 # Needs the training images too: nearest-neighbour distances and the data-copying test.
 AUDIT_METRICS = ("memorization",)
 # Any other name is a model metric: the checkpoint's model says whether it computes it.
+
+# eval.py's own arguments (conf/eval.yaml), checked before anything is loaded; the groups
+# (trainer, features, data) are checked against their constructors' type hints.
+ARGS = {
+    "ckpt_path": Arg("the checkpoint to evaluate", optional_path(), "outputs/.../last.ckpt"),
+    "samples": Arg("a .npy/.pt file of images scored instead", optional_path(), "samples.npy"),
+    "metrics": Arg("the metrics to compute", names(), "[fid,kid,pr]"),
+    # The per-metric minimum (FID 2, IS 10, ...) is checked once the metrics are known.
+    "num_samples": Arg("the samples drawn from the checkpoint", integer(low=1), "10000"),
+    "batch_size": Arg("the images per forward pass", integer(low=1), "500"),
+    "nll_samples": Arg("the importance samples per test image of nll", integer(low=1), "1000"),
+    "seed": Arg("the seed of the samples and of the model metrics", seed(), "42"),
+}
 
 
 def model_metrics(model: pl.LightningModule | None) -> tuple[str, ...]:
@@ -60,45 +70,155 @@ def model_metrics(model: pl.LightningModule | None) -> tuple[str, ...]:
 
 
 def load_samples(path: str | Path) -> torch.Tensor:
-    """A sample file (.npy/.pt; [N, C, H, W], [N, H, W, C] or [N, H, W]; float in [0, 1] or
-    uint8) as float ``[N, C, H, W]`` in [0, 1]."""
+    """A sample file (.npy/.pt; [N, C, H, W], [N, H, W, C] or [N, H, W]; float in [0, 1],
+    uint8 or bool) as float ``[N, C, H, W]`` in [0, 1].
+
+    Everything about the file is checked here, before any statistic: it reads (no pickled
+    objects), holds one numeric tensor of images, and its values are finite and in range."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"samples={path} is a folder: pass a .npy or .pt file of images.")
     if not path.is_file():
         raise DataError(f"samples={path} does not exist (write one with sample.py out=FILE.npy).")
+    if path.stat().st_size == 0:
+        raise DataError(f"samples={path} is empty (0 bytes): write the samples again.")
     if path.suffix == ".npy":
-        x = torch.from_numpy(np.load(path))
+        x = _read_npy(path)
     elif path.suffix == ".pt":
-        x = torch.load(path, map_location="cpu", weights_only=True)
+        x = _read_pt(path)
     else:
         raise ConfigError(f"samples={path}: use a .npy or .pt file of images.")
+    x = _images(x, path)
+    if x.dtype == torch.uint8:
+        return x.float() / 255
+    if x.dtype == torch.bool:  # binarised images: False black, True white
+        return x.float()
+    x = x.float()
+    bad = ~torch.isfinite(x.flatten(1)).all(dim=1)
+    if bool(bad.any()):  # before min/max, which NaN would pass, and any linear algebra
+        raise DataError(
+            f"samples={path} holds NaN/Inf in {int(bad.sum())} of {len(x)} images (first: "
+            f"{int(bad.nonzero()[0])}): the generator diverged or the file is corrupt; drop "
+            "those images (keep np.isfinite(x).reshape(len(x), -1).all(1)) or sample again."
+        )
+    low, high = float(x.min()), float(x.max())
+    if low < -1e-3 or high > 1 + 1e-3:
+        if low >= 0 and high <= 255:
+            hint = "these look like 0-255 pixels: x / 255"
+        elif low >= -1 - 1e-3 and high <= 1 + 1e-3:
+            hint = "a tanh generator's [-1, 1] output: (x + 1) / 2"
+        else:
+            hint = "e.g. (x - x.min()) / (x.max() - x.min())"
+        raise DataError(
+            f"samples={path} holds values in [{low:.3g}, {high:.3g}]: scale float images to "
+            f"[0, 1] ({hint}), or save uint8."
+        )
+    return x.clamp(0, 1)
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+# NumPy dtype kinds that cannot be images, as the error names them.
+_NOT_NUMBERS = {"c": "complex numbers", "U": "strings", "S": "bytes", "V": "records",
+                "M": "dates", "m": "time spans", "O": "Python objects"}  # fmt: skip
+
+
+def _read_npy(path: Path) -> torch.Tensor:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(_NPY_MAGIC))
+        if magic != _NPY_MAGIC:
+            what = "a zip archive (np.savez?)" if magic.startswith(b"PK") else "not a .npy file"
+            raise DataError(
+                f"samples={path} is {what}, without a NumPy header: write one array with "
+                "np.save(path, images)."
+            )
+        # A pickle in the file could run any code: images are plain numbers.
+        array = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        first = str(err).splitlines()[0]
+        if "allow_pickle" in first:  # an object array (e.g. a list of arrays of mixed sizes)
+            raise DataError(
+                f"samples={path} holds Python objects (dtype object), which are not loaded "
+                "(unpickling can run code): save one numeric array, np.save(path, "
+                "np.stack(images).astype(np.float32))."
+            ) from err
+        raise DataError(
+            f"samples={path} cannot be read ({first}): it is truncated or corrupt; write it "
+            "again with np.save."
+        ) from err
+    except (EOFError, OSError) as err:
+        raise DataError(
+            f"samples={path} cannot be read ({type(err).__name__}: {err}): check the file "
+            "and its permissions, or write it again with np.save."
+        ) from err
+    kind = array.dtype.kind
+    if kind not in "biuf":  # bool, int, uint, float: the rest cannot be images
+        raise DataError(
+            f"samples={path} holds {_NOT_NUMBERS.get(kind, 'no numbers')} (dtype "
+            f"{array.dtype}), not images: save float32 in [0, 1] or uint8 in 0-255."
+        )
+    if not array.dtype.isnative:  # a file from a big-endian machine: torch reads native order
+        array = array.astype(array.dtype.newbyteorder("="))
+    return torch.from_numpy(array)
+
+
+def _read_pt(path: Path) -> torch.Tensor:
+    try:  # tensors and plain data only: a pickled object could run code
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refused an object
+        raise DataError(
+            f"samples={path} holds Python objects other than tensors, which are not loaded "
+            "(unpickling can run code): save the image tensor, torch.save(images, path)."
+        ) from err
+    except (RuntimeError, EOFError, KeyError, ValueError) as err:
+        # What torch.load raises on a truncated zip or a file torch did not write.
+        first = (str(err).strip().splitlines() or [""])[0].split(". ")[0]
+        raise DataError(
+            f"samples={path} cannot be read ({type(err).__name__}: {first}): it is truncated, "
+            "corrupt or not a PyTorch file; write it with torch.save(images, path)."
+        ) from err
+    except OSError as err:
+        raise DataError(
+            f"samples={path} cannot be read ({type(err).__name__}: {err}): check the file "
+            "and its permissions."
+        ) from err
+    if not isinstance(obj, torch.Tensor):
+        keys = f" with keys {list(obj)[:5]}" if isinstance(obj, dict) else ""
+        raise DataError(
+            f"samples={path} holds a {type(obj).__name__}{keys}, not a tensor: save the image "
+            "tensor itself, torch.save(images, path)."
+        )
+    if obj.is_complex():
+        raise DataError(
+            f"samples={path} holds complex numbers ({obj.dtype}), not images: save float32 in "
+            "[0, 1] or uint8 in 0-255."
+        )
+    return obj
+
+
+def _images(x: torch.Tensor, path: Path) -> torch.Tensor:
+    """``x`` as [N, C, H, W] with C = 1 or 3, of a dtype that maps to [0, 1] unambiguously."""
+    if not (x.is_floating_point() or x.dtype in (torch.uint8, torch.bool)):
+        raise DataError(  # 0/1 or 0-255? int64 does not say: the file must
+            f"samples={path} holds {x.dtype} values: save uint8 for 0-255 images "
+            "(x.astype(np.uint8)) or float32 in [0, 1]."
+        )
     if x.dim() == 3:
         x = x.unsqueeze(1)
     if x.dim() == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
         x = x.permute(0, 3, 1, 2)  # NHWC -> NCHW
-    if x.dim() != 4 or x.shape[1] not in (1, 3) or len(x) < 2:
+    if x.dim() != 4 or x.shape[1] not in (1, 3) or 0 in x.shape:
         raise DataError(
-            f"samples={path} has shape {tuple(x.shape)}: expected at least 2 images as "
-            "[N, C, H, W], [N, H, W, C] or [N, H, W] with C = 1 or 3."
+            f"samples={path} has shape {tuple(x.shape)}: expected images as [N, C, H, W], "
+            "[N, H, W, C] or [N, H, W] with C = 1 or 3 and N, H, W > 0."
         )
-    if x.dtype == torch.uint8:
-        return x.float() / 255
-    x = x.float()
-    if x.min() < -1e-3 or x.max() > 1 + 1e-3:
-        raise DataError(
-            f"samples={path} holds values in [{x.min():.3g}, {x.max():.3g}]: scale float images "
-            "to [0, 1] (a tanh generator's [-1, 1] output: (x + 1) / 2), or save uint8."
-        )
-    return x.clamp(0, 1)
+    return x
 
 
 def _data_config(cfg: DictConfig, train_cfg: DictConfig | None, shape: dict) -> DictConfig:
     if cfg.get("data"):  # data=... : this set, at the resolution/channels being scored
         data_cfg = OmegaConf.merge(OmegaConf.to_container(cfg.data, resolve=True), shape)
-    elif train_cfg is None:
-        raise ConfigError(
-            "samples=... needs data=<group> for the real images to compare with, e.g. data=mnist."
-        )
-    else:
+    else:  # a checkpoint's own data (check_arguments asks samples=... for data=...)
         data_cfg = train_cfg.data
         if not Path(data_cfg.get("data_dir", ".")).exists():  # checkpoint from another machine
             data_cfg.data_dir = cfg.paths.data_dir
@@ -180,29 +300,70 @@ def _check_metrics(names: list[str], model: pl.LightningModule | None, path: str
         )
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
+def _too_few(names: list[str], count: int) -> list[str]:
+    """What ``count`` samples cannot give among the requested sample and audit metrics."""
+    problems = too_few(names, count)
+    if "memorization" in names and count < AUDIT_MIN_SAMPLES:
+        problems.append(
+            f"memorization needs >= {AUDIT_MIN_SAMPLES} (a data-copying cell's samples)"
+        )
+    return problems
+
+
+def check_arguments(cfg: DictConfig) -> list[str]:
+    """Every check on eval.py's arguments that needs no file, model or data: run first, so a
+    mistake is the one line printed. Returns the requested metric names."""
+    check_args(cfg, ARGS)
     metrics = cfg.metrics
-    if isinstance(metrics, str):  # metrics=fid: one name, not its letters
-        metrics = [metrics]
-    names = list(metrics)
+    names = [metrics] if isinstance(metrics, str) else list(metrics)  # metrics=fid: one name
     _check_spelling(names)
-    apply_extras(cfg)
+    if not cfg.get("samples") and not cfg.get("ckpt_path"):
+        raise ConfigError("give ckpt_path=<checkpoint> or samples=<file.npy> to evaluate.")
+    if cfg.get("samples") and not cfg.get("data"):
+        raise ConfigError(
+            "samples=... needs data=<group> for the real images to compare with, e.g. data=mnist."
+        )
     check_accelerator(cfg.trainer)
+    for group in ("trainer", "features", "data"):
+        if cfg.get(group):
+            check_types(cfg[group], group)
+    if not cfg.get("samples") and cfg.get("ckpt_path"):  # a samples file is used whole
+        problems = _too_few(names, cfg.num_samples)
+        if problems:
+            raise ConfigError(
+                f"num_samples={cfg.num_samples} is too few: {'; '.join(problems)}. Raise "
+                "num_samples, or leave those metrics out of metrics=[...]."
+            )
+    return names
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    extras = cfg.get("extras") or {}
+    if extras.get("ignore_warnings"):
+        silence_known_warnings()
+    names = check_arguments(cfg)
     model = train_cfg = samples = None
     if cfg.get("samples"):
         samples = load_samples(cfg.samples)
+        problems = _too_few(names, len(samples))
+        if problems:
+            raise DataError(
+                f"samples={cfg.samples} holds {len(samples)} image(s), too few: "
+                f"{'; '.join(problems)}. Save more samples, or leave those metrics out of "
+                "metrics=[...]."
+            )
         shape = {"image_size": samples.shape[-1], "channels": samples.shape[1]}
         source = {"samples": str(cfg.samples)}
-    elif cfg.get("ckpt_path"):
+    else:
         model, train_cfg = load_model(cfg.ckpt_path)
         shape = {k: train_cfg.data[k] for k in ("image_size", "channels")}
         source = {"ckpt_path": str(cfg.ckpt_path)}
-    else:
-        raise ConfigError("give ckpt_path=<checkpoint> or samples=<file.npy> to evaluate.")
     if "model" in names:  # every metric the model declares (none for a sample file)
         at = names.index("model")
         names[at : at + 1] = [m for m in model_metrics(model) if m not in names]
     _check_metrics(names, model, str(cfg.get("ckpt_path")))
+    if extras.get("print_config"):  # after the checks above: a mistake's line ends the output
+        print_config(cfg)
     data_cfg = _data_config(cfg, train_cfg, shape)
     if "memorization" in names and "augment" in data_cfg:
         data_cfg.augment = False  # the audit compares with the training images themselves
@@ -211,11 +372,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     device = torch.device("cuda" if on_gpu else "cpu")
     results: dict[str, float] = {}
     info: dict = {**source, "requested": names}
+    where = next(f"{k}={v}" for k, v in source.items())  # names the samples in errors
 
     sample_metrics = [m for m in names if m in SAMPLE_METRICS]
     audit = "memorization" in names
     if audit and samples is None:  # the audit compares pixels too: keep the images
-        samples = draw(model.to(device), cfg.num_samples, cfg.seed, cfg.batch_size)
+        samples = draw(model.to(device), cfg.num_samples, cfg.seed, cfg.batch_size, where)
     if sample_metrics or audit:
         extractor = instantiate(cfg.features)
         start = time.perf_counter()
@@ -223,16 +385,19 @@ def run(cfg: DictConfig) -> dict[str, float]:
         real_seconds = time.perf_counter() - start
         if samples is not None:
             fake = extract(extractor, samples.split(cfg.batch_size), device)
-        else:
-            fake = generated_features(
-                model.to(device), extractor, cfg.num_samples, cfg.seed, cfg.batch_size
-            )
+        else:  # streamed batch by batch; a diverged model's NaN images stop at the first batch
+            batches = iter_samples(model.to(device), cfg.num_samples, cfg.seed, cfg.batch_size)
+            fake = extract(extractor, finite_samples(batches, where), device)
+        # Finite images can still give non-finite features (an extractor run in fp16).
+        for x in fake:
+            require_finite(x, f"the features of {where}")
     if audit:
         results.update(
             audit_memorization(cfg, datamodule, extractor, samples, real, fake, device, info)
         )
     if sample_metrics:
-        scores = score(real, fake, sample_metrics)
+        dataset = getattr(datamodule, "dataset", None) or type(datamodule).__name__
+        scores = score(real, fake, sample_metrics, sources=(f"the {dataset} test images", where))
         seconds = time.perf_counter() - start
         results.update(
             {f"test/{k}": float(v) for k, v in scores.items() if not isinstance(v, list)}

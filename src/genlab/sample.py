@@ -22,13 +22,31 @@ from omegaconf import DictConfig
 from torchvision.utils import save_image
 
 from genlab.errors import ConfigError
-from genlab.metrics.sampling import draw
+from genlab.metrics.sampling import draw, finite_samples
 from genlab.resume.checkpoint import load_model
 from genlab.utils.atomic import atomic_path
+from genlab.utils.ranges import Arg, check_args, choice, integer, output_file, pattern, seed
+from genlab.utils.validation import check_required
 
 log = logging.getLogger(__name__)
 FORMATS = (".npy", ".pt", ".png")
 MODES = ("samples", "interpolate")
+
+# sample.py's arguments (conf/sample.yaml), checked before the checkpoint is loaded; a key
+# missing from a hand-built config keeps the default run() gives it.
+ARGS = {
+    "n": Arg("the number of samples (rows of walks with mode=interpolate)", integer(low=1), "64"),
+    "batch_size": Arg("the samples per forward pass", integer(low=1), "1000"),
+    "seed": Arg("the seed of the latents", seed(), "0"),
+    "device": Arg(
+        "where the model runs",
+        pattern(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, mps, cuda or cuda:<index>"),
+        "cpu",
+    ),
+    "out": Arg("the file the samples are written to", output_file(FORMATS), "samples.npy"),
+    "mode": Arg("what to draw", choice(MODES), "samples"),
+    "steps": Arg("the images per walk of mode=interpolate", integer(low=2), "10"),
+}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -36,6 +54,12 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device} but no CUDA GPU is available: use device=cpu.")
+    index = device.partition(":")[2]
+    if index and int(index) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device={device} but only {torch.cuda.device_count()} GPU(s) are visible "
+            "(indices from 0): pick another index or check CUDA_VISIBLE_DEVICES."
+        )
     if device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device=mps but Apple's MPS backend is not available: use device=cpu.")
     return torch.device(device)
@@ -61,14 +85,10 @@ def interpolate(model, rows: int, steps: int, seed: int) -> torch.Tensor:
 
 
 def run(cfg: DictConfig) -> Path:
-    out = Path(cfg.out)
-    if out.suffix not in FORMATS:
-        raise ConfigError(f"out={out}: the suffix must be one of {FORMATS}.")
-    if cfg.n < 1:
-        raise ConfigError(f"n={cfg.n}: ask for at least one sample.")
+    check_required(cfg)  # ckpt_path=??? : one line, not omegaconf's traceback
+    check_args(cfg, ARGS)
+    out = Path(cfg.out).expanduser()
     mode = cfg.get("mode", "samples")
-    if mode not in MODES:
-        raise ConfigError(f"mode={mode}: choose one of {MODES}.")
     device = resolve_device(str(cfg.device))
     model, _ = load_model(cfg.ckpt_path, map_location=device)
     if mode == "interpolate" and not hasattr(model, "generate"):
@@ -77,11 +97,14 @@ def run(cfg: DictConfig) -> Path:
             "generate(z) and latent_dim (docs/models.md). Use mode=samples."
         )
     start = time.perf_counter()
+    where = f"ckpt_path={cfg.ckpt_path}"  # a diverged model's NaN images are not written
     if mode == "interpolate":
         steps = cfg.get("steps", 10)
-        samples, nrow = interpolate(model, cfg.n, steps, cfg.seed), steps
+        samples = next(finite_samples([interpolate(model, cfg.n, steps, cfg.seed)], where))
+        nrow = steps
     else:
-        samples, nrow = draw(model, cfg.n, cfg.seed, cfg.batch_size), max(1, int(cfg.n**0.5))
+        samples = draw(model, cfg.n, cfg.seed, cfg.batch_size, where)
+        nrow = max(1, int(cfg.n**0.5))
     with atomic_path(out) as tmp:  # a killed job leaves no half-written sample file
         if out.suffix == ".npy":
             np.save(tmp, samples.numpy().astype(np.float32))

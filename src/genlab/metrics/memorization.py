@@ -29,6 +29,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from genlab.errors import DataError
+from genlab.metrics.scores import require_finite
+
+# Fewest generated samples the audit is computed on: a data-copying cell is scored with >= 5.
+MIN_SAMPLES = 5
+
 
 def nearest(query: Tensor, reference: Tensor, chunk: int = 2048) -> tuple[Tensor, Tensor]:
     """Euclidean distance from each query row to its nearest reference row, and that row."""
@@ -88,6 +94,8 @@ def data_copying_test(
     """Meehan et al.'s C_T on feature vectors: ``train`` [N, D], ``generated`` [M, D] and
     ``heldout`` [L, D]. Cells holding under ``min_fraction`` of the generated samples (or fewer
     than 5 of either set) are skipped, as in the paper."""
+    for x, what in ((train, "training"), (generated, "generated"), (heldout, "held-out")):
+        require_finite(x, f"{what} features")
     centres = kmeans(train, cells, seed=seed)
     gen_dist, heldout_dist = nearest(generated, train)[0], nearest(heldout, train)[0]
     gen_cell, heldout_cell = nearest(generated, centres)[1], nearest(heldout, centres)[1]
@@ -120,11 +128,18 @@ def memorization_report(
 ) -> dict[str, float]:
     """The audit's numbers (``memorization/...``), in feature space and, when images are
     given, in pixel space."""
+    if len(generated_features) < MIN_SAMPLES:
+        raise DataError(
+            f"the memorization audit got {len(generated_features)} samples, but needs >= "
+            f"{MIN_SAMPLES} (a data-copying cell is scored with 5): use more samples."
+        )
     results: dict[str, float] = {}
     spaces = [("features", train_features, generated_features, heldout_features)]
     if train_pixels is not None and generated_pixels is not None and heldout_pixels is not None:
         spaces.append(("pixels", train_pixels, generated_pixels, heldout_pixels))
     for space, train, gen, held in spaces:
+        for x, what in ((train, "training"), (gen, "generated"), (held, "held-out")):
+            require_finite(x, f"{what} {space}")  # no distance on NaN: it would pick any image
         gen_d, held_d = nearest(gen, train)[0], nearest(held, train)[0]
         threshold = torch.quantile(held_d, 0.05)
         results[f"memorization/{space}_nn_generated"] = float(gen_d.median())

@@ -6,10 +6,12 @@ everywhere: the FID callback, ``eval.py`` and sample files.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
+
+from genlab.errors import CheckpointError
 
 
 def iter_samples(model: Any, n: int, seed: int, batch_size: int) -> Iterator[torch.Tensor]:
@@ -36,6 +38,29 @@ def iter_samples(model: Any, n: int, seed: int, batch_size: int) -> Iterator[tor
         yield images.float().clamp(0, 1).cpu()
 
 
-def draw(model: Any, n: int, seed: int, batch_size: int) -> torch.Tensor:
-    """``n`` samples on the CPU, the concatenation of ``iter_samples``."""
-    return torch.cat(list(iter_samples(model, n, seed, batch_size)))
+def finite_samples(batches: Iterable[torch.Tensor], source: str) -> Iterator[torch.Tensor]:
+    """Pass sample batches through, stopping at the first one that holds NaN: a diverged
+    model's images, which would otherwise be written to a file or reach the metrics' matrix
+    routines. (Inf is already clamped to 0 or 1 by ``iter_samples``.) ``source`` names the
+    model in the error, e.g. ``ckpt_path=.../last.ckpt``."""
+    seen = 0
+    for batch in batches:
+        bad = torch.isnan(batch.flatten(1)).any(dim=1)
+        if bool(bad.any()):
+            first = seen + int(bad.nonzero()[0])
+            raise CheckpointError(
+                f"{source} generates NaN images ({int(bad.sum())} of samples {seen}-"
+                f"{seen + len(batch) - 1}, first: {first}): the model diverged before this "
+                "checkpoint was saved; use an earlier checkpoint of the run (checkpoints/)."
+            )
+        seen += len(batch)
+        yield batch
+
+
+def draw(model: Any, n: int, seed: int, batch_size: int, source: str | None = None) -> torch.Tensor:
+    """``n`` samples on the CPU, the concatenation of ``iter_samples``; with ``source`` (the
+    model's name for errors), checked free of NaN by ``finite_samples``."""
+    batches = iter_samples(model, n, seed, batch_size)
+    if source is not None:
+        batches = finite_samples(batches, source)
+    return torch.cat(list(batches))
