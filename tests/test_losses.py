@@ -12,6 +12,7 @@ from genlab.errors import ConfigError
 from genlab.models import losses
 from genlab.models.diffaugment import check_policy, diff_augment
 from genlab.models.penalties import gradient_penalty, r1_penalty
+from genlab.utils.validation import validate
 
 REAL = torch.tensor([2.0, -1.0])
 FAKE = torch.tensor([0.5, -3.0])
@@ -126,8 +127,8 @@ def test_every_model_config_runs(make_cfg, model: str, image_size: int) -> None:
 def test_bad_gan_switches_are_config_errors(make_cfg) -> None:
     with pytest.raises(Exception, match="label_smoothing works with loss=non_saturating"):
         _model(make_cfg, "model=hinge_gan", "model.label_smoothing=0.1")
-    with pytest.raises(Exception, match="ema_decay"):
-        _model(make_cfg, "model=gan", "model.ema_decay=1.5")
+    with pytest.raises(ConfigError, match=r"model.ema_decay=1.5 must be in \(0, 1\)"):
+        validate(make_cfg("model=gan", "model.ema_decay=1.5"))
 
 
 def test_kl_schedules_and_free_bits(make_cfg) -> None:

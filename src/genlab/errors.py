@@ -21,3 +21,7 @@ class CheckpointError(GenlabError):
 
 class DivergenceError(GenlabError, FloatingPointError):
     """Training diverged (NaN/Inf loss, exploding gradients): the message says where to resume."""
+
+
+class RunDirBusy(GenlabError):
+    """Another live run is writing into the run directory."""

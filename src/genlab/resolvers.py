@@ -6,11 +6,44 @@ folder data module), so it sits at the top, beside the entry points.
 
 from __future__ import annotations
 
+import secrets
+import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from genlab.utils.paths import project_root
+
+# Drawn once per process: two runs started in the same second (a shell loop, a job array)
+# get distinct run folders, and every read of hydra.run.dir in one process agrees.
+_RUN_ID = secrets.token_hex(3)
+
+
+def run_id() -> str:
+    """``${run_id:}``: this process's suffix for run folder names."""
+    return _RUN_ID
+
+
+def run_dir(resume: str | None, new: str, runs: str) -> str:
+    """``${run_dir:${oc.select:resume,null},<new folder>,<runs folder>}``: where this run
+    writes. ``resume=<run>`` continues in that run's own folder, so its log and config land
+    there and no stray folder is made; anything else gets the new folder."""
+    if not resume:
+        return new
+    from genlab.errors import GenlabError
+    from genlab.resume.command import last_checkpoint, latest_run, run_dir_of
+
+    try:  # a resume= that names nothing is reported by train.py, with its fix
+        folder = latest_run(Path(runs)) if str(resume) == "latest" else Path(resume)
+        return str(run_dir_of(last_checkpoint(folder).resolve()))
+    except GenlabError:
+        return new
+
+
+def hydra_subdir(resume: str | None) -> str:
+    """``${hydra_subdir:${oc.select:resume,null}}``: a resume's composed config goes beside
+    the run's own ``.hydra/`` files, not over them."""
+    return ".hydra" if not resume else f".hydra/resumed_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
 
 
 def image_size_of(path: str) -> int:
@@ -60,6 +93,9 @@ def _register() -> None:
         "image_size_of": (image_size_of, True),
         "optuna_direction": (optuna_direction, False),
         "sweep_group": (sweep_group, False),
+        "run_id": (run_id, False),
+        "run_dir": (run_dir, False),
+        "hydra_subdir": (hydra_subdir, True),
         "override_tags": (override_tags, False),
     }
     for name, (fn, cached) in resolvers.items():

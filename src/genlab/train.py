@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -30,7 +31,7 @@ from genlab.sweeps import write_result
 from genlab.utils.extras import apply_extras
 from genlab.utils.instantiate import instantiate_group, instantiate_list, to_dict
 from genlab.utils.launcher import strategy_for_launcher
-from genlab.utils.run_dir import write_run_info
+from genlab.utils.run_dir import owned_run_dir, write_run_info
 from genlab.utils.validation import check_manual_optimization, validate
 from genlab.utils.wandb_offline import offline_logger_config
 
@@ -46,6 +47,14 @@ def run(cfg: DictConfig) -> float | None:
     """
     if cfg.get("resume"):
         cfg = resume_config(cfg, _command_line_overrides())
+    # One live run per folder: a second one (same hydra.run.dir, a resume of a run still going)
+    # is refused before it writes anything. DDP ranks share rank 0's folder.
+    owned = owned_run_dir(cfg.paths.output_dir) if rank_zero_only.rank == 0 else nullcontext()
+    with owned:
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> float | None:
     model_cfg = cfg.get("model") or {}
     result = {
         "status": "failed",

@@ -21,7 +21,7 @@ from pytorch_lightning.callbacks import Callback
 
 from genlab.metrics.feature_sets import Features, generated_features, real_features
 from genlab.metrics.features import FeatureExtractor
-from genlab.metrics.scores import SAMPLE_METRICS, score
+from genlab.metrics.scores import MIN_SAMPLES, SAMPLE_METRICS, score
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class FIDMonitor(Callback):
         self.batch_size = batch_size
         self.seed = seed
         self._real: dict[str, Features] = {}
+        self._warned: set[tuple[str, tuple[str, ...]]] = set()
 
     def _real_features(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str
@@ -71,6 +72,20 @@ class FIDMonitor(Callback):
             num_samples = min(num_samples, 64)
         start = time.perf_counter()
         real = self._real_features(trainer, pl_module, stage)
+        # A tiny split (an image folder of a few dozen images) cannot give every metric: skip
+        # those, once said, rather than stop a training run over its monitoring.
+        rows = min(len(real[0]), num_samples)
+        skipped = [m for m in metrics if rows < MIN_SAMPLES.get(m, (0,))[0]]
+        if skipped and (stage, tuple(skipped)) not in self._warned:
+            self._warned.add((stage, tuple(skipped)))
+            log.warning(
+                "%s: %s skipped: %d images are too few for them (%s).", stage,
+                ",".join(skipped), rows,
+                "; ".join(f"{m} needs >= {MIN_SAMPLES[m][0]}" for m in skipped),
+            )  # fmt: skip
+        metrics = [m for m in metrics if m not in skipped]
+        if not metrics:
+            return
         fake = generated_features(pl_module, self.features, num_samples, self.seed, self.batch_size)
         scores = score(real, fake, metrics, kid_subset_size=min(1000, num_samples))
         for name, value in scores.items():

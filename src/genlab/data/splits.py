@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
@@ -9,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from genlab.data.device_batches import DeviceBatches
 from genlab.errors import ConfigError
 from genlab.resume.loader import ResumableLoader
+from genlab.utils.validation import AT_LEAST_ONE, NON_NEGATIVE
 
 
 def default_device() -> torch.device:
@@ -20,11 +23,11 @@ class SplitDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        batch_size: int,
-        num_workers: int,
+        batch_size: Annotated[int, AT_LEAST_ONE],
+        num_workers: Annotated[int, NON_NEGATIVE],
         pin_memory: bool | str,
         persistent_workers: bool,
-        samples_per_epoch: int | None = None,
+        samples_per_epoch: Annotated[int, AT_LEAST_ONE] | None = None,
         on_device: bool = False,
         poisson_sampling: bool = False,
     ) -> None:

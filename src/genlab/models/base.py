@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 
 from genlab.errors import ConfigError, DivergenceError
 from genlab.resume.checkpoint import last_good_checkpoint
+from genlab.utils.validation import AT_LEAST_ONE
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -57,7 +58,7 @@ class GenerativeModel(pl.LightningModule):
     def __init__(
         self,
         *,
-        latent_dim: int,
+        latent_dim: Annotated[int, AT_LEAST_ONE],
         monitor: str | None = None,
         monitor_mode: str | None = None,
         scheduler: SchedulerFactory | None = None,
@@ -72,8 +73,6 @@ class GenerativeModel(pl.LightningModule):
             self.monitor_mode = monitor_mode
         if self.monitor_mode not in ("min", "max"):
             raise ConfigError(f"model.monitor_mode={self.monitor_mode!r}: choose 'min' or 'max'.")
-        if latent_dim < 1:
-            raise ConfigError(f"model.latent_dim={latent_dim} must be >= 1.")
         self.automatic_optimization = False
         self.latent_dim = latent_dim
         self.scheduler_factory = scheduler

@@ -19,7 +19,7 @@ D with DP-SGD (``genlab.callbacks.privacy``; G is private as post-processing of 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
@@ -30,6 +30,7 @@ from genlab.models.base import GenerativeModel, OptimizerFactory, refused_with_p
 from genlab.models.diffaugment import check_policy, diff_augment
 from genlab.models.losses import GAN_LOSSES
 from genlab.models.penalties import gradient_penalty, r1_penalty
+from genlab.utils.validation import AT_LEAST_ONE, DECAY, NON_NEGATIVE, Range
 
 
 class GAN(GenerativeModel):
@@ -45,13 +46,13 @@ class GAN(GenerativeModel):
         optimizer: OptimizerFactory,
         d_optimizer: OptimizerFactory | None = None,
         loss: str = "non_saturating",
-        n_critic: int = 1,
-        gradient_penalty: float = 0.0,
-        r1_gamma: float = 0.0,
-        r1_every: int = 16,
+        n_critic: Annotated[int, AT_LEAST_ONE] = 1,
+        gradient_penalty: Annotated[float, NON_NEGATIVE] = 0.0,
+        r1_gamma: Annotated[float, NON_NEGATIVE] = 0.0,
+        r1_every: Annotated[int, AT_LEAST_ONE] = 16,
         spectral_norm: bool = False,
-        label_smoothing: float = 0.0,
-        ema_decay: float | None = None,
+        label_smoothing: Annotated[float, Range(ge=0, lt=1)] = 0.0,
+        ema_decay: Annotated[float, DECAY] | None = None,
         diffaugment: list[str] | tuple[str, ...] = (),
         **base: Any,  # latent_dim, monitor, scheduler, ...: see GenerativeModel
     ) -> None:
@@ -60,12 +61,8 @@ class GAN(GenerativeModel):
             raise ConfigError(
                 f"model.loss={loss!r} is unknown: choose one of {sorted(GAN_LOSSES)}."
             )
-        if n_critic < 1:
-            raise ConfigError(f"model.n_critic={n_critic} must be >= 1.")
         if label_smoothing and GAN_LOSSES[loss][0] is not GAN_LOSSES["non_saturating"][0]:
             raise ConfigError(f"model.label_smoothing works with loss=non_saturating, not {loss}.")
-        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-            raise ConfigError(f"model.ema_decay={ema_decay} must be in (0, 1), e.g. 0.999.")
         if spectral_norm:
             for module in list(discriminator.modules()):
                 if isinstance(module, (nn.Conv2d, nn.Linear)):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
@@ -33,6 +33,7 @@ from genlab.models.losses import (
     gaussian_kl_per_dim,
     gaussian_log_likelihood,
 )
+from genlab.utils.validation import NON_NEGATIVE, POSITIVE
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 # KL weight over training: constant beta; linear warm-up 0 -> beta over kl_warmup_epochs;
@@ -64,13 +65,13 @@ class VAE(GenerativeModel):
         decoder: nn.Module,
         optimizer: OptimizerFactory,
         likelihood: str = "bernoulli",
-        gaussian_sigma: float | None = None,
-        beta: float = 1.0,
-        iwae_samples_val: int = 10,
-        iwae_samples_test: int = 50,
+        gaussian_sigma: Annotated[float, POSITIVE] | None = None,
+        beta: Annotated[float, NON_NEGATIVE] = 1.0,
+        iwae_samples_val: Annotated[int, NON_NEGATIVE] = 10,
+        iwae_samples_test: Annotated[int, NON_NEGATIVE] = 50,
         kl_schedule: str = "constant",
-        kl_warmup_epochs: float = 0.0,
-        free_bits: float = 0.0,
+        kl_warmup_epochs: Annotated[float, NON_NEGATIVE] = 0.0,
+        free_bits: Annotated[float, NON_NEGATIVE] = 0.0,
         **base: Any,  # latent_dim, monitor, scheduler, ...: see GenerativeModel
     ) -> None:
         super().__init__(**base)

@@ -15,7 +15,7 @@ Images are [0, 1] at the boundary; the tanh decoder and D work in [-1, 1].
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, OptimizerFactory
 from genlab.models.losses import gaussian_kl, nonsaturating_d_loss, nonsaturating_g_loss
 from genlab.models.vae import split_posterior
+from genlab.utils.validation import NON_NEGATIVE
 
 
 class VAEGAN(GenerativeModel):
@@ -43,8 +44,8 @@ class VAEGAN(GenerativeModel):
         discriminator: nn.Module,
         optimizer: OptimizerFactory,
         d_optimizer: OptimizerFactory | None = None,
-        beta: float = 1.0,
-        gamma: float = 1.0,
+        beta: Annotated[float, NON_NEGATIVE] = 1.0,
+        gamma: Annotated[float, NON_NEGATIVE] = 1.0,
         **base: Any,  # latent_dim, monitor, scheduler, ...: see GenerativeModel
     ) -> None:
         super().__init__(**base)

@@ -14,10 +14,13 @@ Both work for square images of size ``s * 2**k`` with ``s`` in {4, 7}: 28 px (MN
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
 from genlab.errors import ConfigError
+from genlab.utils.validation import AT_LEAST_ONE
 
 
 def _stages(image_size: int) -> tuple[int, int]:
@@ -53,10 +56,10 @@ class ConvDecoder(nn.Module):
 
     def __init__(
         self,
-        latent_dim: int = 64,
+        latent_dim: Annotated[int, AT_LEAST_ONE] = 64,
         channels: int = 1,
         image_size: int = 28,
-        width: int = 64,
+        width: Annotated[int, AT_LEAST_ONE] = 64,
         norm: str = "batch",
         out_activation: str | None = "tanh",
     ) -> None:
@@ -94,10 +97,10 @@ class ConvEncoder(nn.Module):
 
     def __init__(
         self,
-        out_features: int = 1,
+        out_features: Annotated[int, AT_LEAST_ONE] = 1,
         channels: int = 1,
         image_size: int = 28,
-        width: int = 64,
+        width: Annotated[int, AT_LEAST_ONE] = 64,
         norm: str = "batch",
         negative_slope: float = 0.2,
     ) -> None:

@@ -6,19 +6,23 @@
 
 The config comes from the run's ``last.ckpt`` (every checkpoint carries the resolved config), so
 the original overrides need not be repeated; ``key=value`` overrides on the resume command are
-applied on top. Checkpoints, ``metrics.csv`` and samples continue in the original run directory.
+applied on top. Checkpoints, ``metrics.csv``, samples and the resume command's own log continue
+in the run directory named on the command line, wherever it now is: paths stored in the
+checkpoint are moved there, never followed.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genlab.errors import ConfigError
 from genlab.resume.checkpoint import read_checkpoint
 from genlab.resume.stored_config import CONFIG_KEY
+from genlab.utils.run_dir import check_writable
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,24 @@ def latest_run(runs_dir: Path) -> Path:
             "directory instead: resume=outputs/train/runs/<time>."
         )
     return candidates[-1].parents[1]
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint belongs to (``<run>/checkpoints/last.ckpt`` -> ``<run>``)."""
+    folder = checkpoint.parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
+def relocate(node: Any, old: str, new: str) -> Any:
+    """``node`` with every path under ``old`` moved under ``new`` (the stored config is
+    resolved: checkpoint, sample and log folders are absolute paths of where the run was)."""
+    if isinstance(node, dict):
+        return {k: relocate(v, old, new) for k, v in node.items()}
+    if isinstance(node, list):
+        return [relocate(v, old, new) for v in node]
+    if isinstance(node, str) and (node == old or node.startswith(old.rstrip("/") + "/")):
+        return new + node[len(old.rstrip("/")) :]
+    return node
 
 
 def last_checkpoint(resume: str | Path) -> Path:
@@ -54,7 +76,18 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     if str(resume) == "latest":
         resume = latest_run(Path(cfg.paths.log_dir) / cfg.task_name / "runs")
     ckpt = last_checkpoint(resume)
-    resumed = OmegaConf.create(read_checkpoint(ckpt)[CONFIG_KEY])
+    stored = read_checkpoint(ckpt)[CONFIG_KEY]
+    # Continue where the user pointed, wherever the run was when the checkpoint was written.
+    here = run_dir_of(ckpt.resolve())
+    for folder in (here, here / "checkpoints"):
+        reason = check_writable(folder)
+        if reason is not None:
+            raise ConfigError(
+                f"resume={cfg.resume}: cannot write {folder} ({reason}); the resumed run would "
+                "lose its checkpoints. Make it writable, or copy the run folder somewhere "
+                "writable and resume the copy."
+            )
+    resumed = OmegaConf.create(relocate(stored, stored["paths"]["output_dir"], str(here)))
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     for override in OverridesParser.create().parse_overrides(overrides):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import sys
 from collections.abc import Iterator
@@ -15,10 +16,12 @@ from genlab.errors import GenlabError
 
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
-    """Turn a ``GenlabError`` (bad config, missing data) into one line on stderr and exit 1.
+    """The error boundary of every entry point: a user's mistake becomes one line on stderr,
+    ``genlab: error: <what>, <where>, <what to do>``, and exit status 1.
 
-    A user who typed ``trainer=gpu`` on a laptop needs the fix, not a 40-line traceback. Bugs
-    (any other exception) still raise with their full traceback.
+    A user who typed ``trainer=gpu`` on a laptop needs the fix, not a 40-line traceback. Besides
+    genlab's own ``GenlabError``, library exceptions that mean a user mistake are translated
+    (``user_error``); anything else is a bug and keeps its full traceback.
 
     In a multirun the error is re-raised after its line is printed: Hydra then records that
     job as failed (an Optuna sweep marks the trial FAIL and goes on), where exiting would end
@@ -26,11 +29,46 @@ def exit_on_user_error() -> Iterator[None]:
     """
     try:
         yield
-    except GenlabError as err:
-        print(f"genlab: error: {err}", file=sys.stderr)
+    except Exception as err:
+        message = user_error(err)
+        if message is None:
+            raise  # a bug: the traceback is the report
+        print(f"genlab: error: {message}", file=sys.stderr)
         if _in_multirun():
             raise
         sys.exit(1)
+
+
+# Writing an output failed for a reason the user fixes with space, permissions or another path.
+_OUTPUT_ERRNOS = {
+    errno.ENOSPC: "the disk is full: free space there",
+    errno.EDQUOT: "the disk quota is used up: free space there",
+    errno.EROFS: "the file system is read-only: point paths.log_dir at a writable folder",
+    errno.EACCES: "permission denied: fix the permissions or point paths.log_dir elsewhere",
+}
+
+
+def user_error(err: BaseException) -> str | None:
+    """The one line for an exception that means a user mistake, or None for a bug."""
+    if isinstance(err, GenlabError):
+        return str(err)
+    if isinstance(err, OSError) and err.errno in _OUTPUT_ERRNOS and err.filename:
+        return f"cannot write {err.filename}: {_OUTPUT_ERRNOS[err.errno]}."
+    name = type(err).__name__
+    if name == "MisconfigurationException":  # Lightning refused a trainer/callback setting
+        first = str(err).strip().splitlines()[0] if str(err).strip() else name
+        return f"Lightning refused the settings: {first} Check the trainer.* and callbacks.* keys."
+    if name == "DecompressionBombError":  # PIL: an image far larger than any training image
+        return f"{err} Remove or shrink that image (data.path)."
+    # Hydra could not build a _target_: it names nothing, or its constructor refuses the
+    # arguments of that config entry.
+    refused = "Error locating target" in str(err) or isinstance(
+        err.__cause__, (TypeError, ValueError)
+    )
+    if name == "InstantiationException" and refused:
+        first = str(err).strip().splitlines()[0]
+        return f"{first} Fix that config entry's arguments or its _target_."
+    return None
 
 
 def _in_multirun() -> bool:

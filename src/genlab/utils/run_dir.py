@@ -1,4 +1,5 @@
-"""The run directory: checked writable before anything runs, and told what code made it.
+"""The run directory: checked writable before anything runs, owned by one live run at a time,
+and told what code made it.
 
 Next to Hydra's ``.hydra/`` (the composed config and the overrides), every run gets
 ``run_info.json``: the git commit (and whether the tree had uncommitted changes), the command,
@@ -8,9 +9,14 @@ Python/platform and the versions of the packages that decide the numbers.
 from __future__ import annotations
 
 import json
+import os
 import platform
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -18,7 +24,13 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from genlab.errors import RunDirBusy
 from genlab.utils.atomic import atomic_path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "torchmetrics", "wandb")
 
@@ -77,14 +89,83 @@ def check_writable(directory: str | Path) -> str | None:
     return None
 
 
+# A run holds an exclusive lock on this file in its folder while it writes there; the file
+# says who ({"pid", "host", "started"}). The kernel drops the lock when the process ends, even
+# on SIGKILL, so a killed run's folder is free for ``resume=`` with no stale-lock guessing.
+OWNER_FILE = ".genlab_owner.json"
+
+
+def _lock(fd: int) -> bool:
+    """Take the folder's lock without waiting; False if another process holds it."""
+    if fcntl is None:  # no advisory locks on this platform: ownership is not enforced
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _busy_error(directory: Path) -> RunDirBusy:
+    try:
+        owner = json.loads((directory / OWNER_FILE).read_text())
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner["started"]))
+        who = f"process {owner['pid']} on {owner['host']} (since {started})"
+    except (OSError, ValueError, KeyError):
+        who = "another run"
+    return RunDirBusy(
+        f"{directory} is in use by {who}: two runs writing one folder would mix their metrics "
+        "and checkpoints. Wait for it to finish, or give this run another hydra.run.dir."
+    )
+
+
+def refuse_if_owned(directory: str | Path) -> None:
+    """Raise ``RunDirBusy`` if a live run holds ``directory``."""
+    path = Path(directory) / OWNER_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # no owner file: nobody ever ran here (or it cannot be read: nothing to say)
+    try:
+        if not _lock(fd):
+            raise _busy_error(Path(directory))
+    finally:
+        os.close(fd)  # also releases the probe's lock
+
+
+@contextmanager
+def owned_run_dir(directory: str | Path) -> Iterator[None]:
+    """Hold ``directory`` for this process while the block runs; ``RunDirBusy`` if a live
+    run holds it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if not _lock(fd):
+            raise _busy_error(directory)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(me).encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays as a record of the last owner
+
+
 class CheckRunDir(Callback):
-    """A Hydra callback: before Hydra creates the run (or sweep) directory, make sure it can.
+    """A Hydra callback: before Hydra creates the run (or sweep) directory, make sure it can,
+    and that no live run is writing into it (Hydra would overwrite its .hydra/ files).
 
     Otherwise Hydra stops with a bare ``FileNotFoundError``/``PermissionError`` traceback.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config.hydra.run.dir, "hydra.run.dir")
+        directory = config.hydra.run.dir
+        try:
+            refuse_if_owned(directory)
+        except RunDirBusy as err:
+            print(f"genlab: error: {err}", file=sys.stderr)
+            sys.exit(1)
+        self._check(directory, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")

@@ -8,12 +8,70 @@ import inspect
 import sys
 import types
 import typing
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from genlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric parameter, declared once next to it and checked at start-up, before
+    any data is loaded: ``batch_size: Annotated[int, Range(ge=1)]``."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def violation(self, value: float) -> str | None:
+        """What is wrong with ``value`` ("must be > 0"), or None when it is in range."""
+        inside = (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+        return None if inside else f"must be {self.describe()}"
+
+    def describe(self) -> str:
+        low = "[" if self.ge is not None else "(" if self.gt is not None else None
+        high = "]" if self.le is not None else ")" if self.lt is not None else None
+        lo = _number(self.ge if self.ge is not None else self.gt)
+        hi = _number(self.le if self.le is not None else self.lt)
+        if low and high:
+            return f"in {low}{lo}, {hi}{high}"
+        if low:
+            return f"{'>=' if low == '[' else '>'} {lo}"
+        return f"{'<=' if high == ']' else '<'} {hi}"
+
+
+def _number(x: float | None) -> str:
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+# The bounds most parameters need.
+POSITIVE = Range(gt=0)
+NON_NEGATIVE = Range(ge=0)
+AT_LEAST_ONE = Range(ge=1)
+FRACTION = Range(gt=0, le=1)  # a share of something: (0, 1]
+DECAY = Range(gt=0, lt=1)  # an EMA decay, a momentum: (0, 1)
+
+# Arguments of torch.optim optimizers (their constructors are not ours to annotate).
+OPTIMIZER_RANGES = {
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "momentum": NON_NEGATIVE,
+    "eps": POSITIVE,
+    "betas": Range(ge=0, lt=1),  # each of them
+}
+# Top-level keys of train.yaml.
+TOP_LEVEL_RANGES = {"seed": (int, Range(ge=0, le=2**32 - 1))}
 
 
 def check_accelerator(trainer_cfg: DictConfig) -> None:
@@ -50,9 +108,25 @@ def validate(cfg: DictConfig) -> None:
     if mode is not None and mode not in ("min", "max"):
         raise ConfigError(f"model.monitor_mode={mode!r}: choose 'min' or 'max'.")
     check_accelerator(cfg.trainer)
+    for key, (kind, bounds) in TOP_LEVEL_RANGES.items():
+        value = cfg.get(key)
+        if key in cfg and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise ConfigError(f"{key}={value!r}: needs {kind.__name__} ({bounds.describe()}).")
+        check_range(key, value, bounds)
     for group in ("data", "model", "trainer"):
         check_types(cfg[group], group)
+    check_trainer_budget(cfg.trainer)
     check_nets_match_data(cfg)
+
+
+def check_trainer_budget(trainer_cfg: DictConfig) -> None:
+    """Lightning takes ``max_epochs=0`` (no training: the random weights are tested, exit 0)
+    and ``-1`` (forever); below that it fails after loading the data."""
+    epochs = trainer_cfg.get("max_epochs")
+    if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs != -1 and epochs < 1:
+        raise ConfigError(
+            f"trainer.max_epochs={epochs}: train at least one epoch (or -1: until stopped)."
+        )
 
 
 # Trainer options that act on automatic optimisation only (genlab's models step themselves):
@@ -87,6 +161,8 @@ def _hint_leaves(hint: Any) -> list[Any] | None:
     if hint is Any:
         return None
     origin = typing.get_origin(hint)
+    if origin is typing.Annotated:
+        return _hint_leaves(typing.get_args(hint)[0])
     if origin in (typing.Union, types.UnionType):
         leaves: list[Any] = []
         for arg in typing.get_args(hint):
@@ -154,7 +230,7 @@ def _init_hints(target: str) -> dict[str, Any]:
 
 def _hints_of(fn: Any) -> dict[str, Any]:
     try:
-        return typing.get_type_hints(fn)
+        return typing.get_type_hints(fn, include_extras=True)
     except Exception:
         pass
     hints = {}
@@ -176,6 +252,7 @@ def check_types(node: DictConfig, prefix: str) -> None:
     as a TypeError deep inside a constructor (or not at all) once the data is loaded."""
     target = node.get("_target_")
     hints = _init_hints(target) if target else {}
+    ranges = _init_ranges(target) if target else {}
     for key in node:
         if str(key).startswith("_"):
             continue
@@ -186,15 +263,66 @@ def check_types(node: DictConfig, prefix: str) -> None:
         if isinstance(value, DictConfig):
             check_types(value, f"{prefix}.{key}")
             continue
-        leaves = _hint_leaves(hints[key]) if key in hints else None
-        if leaves is None:
-            continue
         plain = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
-        if not _accepts(leaves, plain):
+        leaves = _hint_leaves(hints[key]) if key in hints else None
+        if leaves is not None and not _accepts(leaves, plain):
             wanted = _describe(leaves)
             raise ConfigError(
                 f"{prefix}.{key}={plain!r} ({type(plain).__name__}): {target} needs {wanted} "
                 f"there. Fix the value on the command line or in the config file."
+            )
+        bounds = ranges.get(key)
+        if bounds is None and str(target).startswith("torch.optim."):
+            bounds = OPTIMIZER_RANGES.get(str(key))
+        check_range(f"{prefix}.{key}", plain, bounds)
+
+
+def _init_ranges(target: str) -> dict[str, Range]:
+    """Parameter name -> the ``Range`` declared for it by ``target`` or a class it passes its
+    arguments on to (a subclass that re-declares ``batch_size: int`` keeps its parent's bound)."""
+    from hydra.utils import get_object
+
+    try:
+        obj = get_object(target)
+    except Exception:
+        return {}
+    classes = reversed(obj.__mro__) if inspect.isclass(obj) else []
+    inits = [vars(c)["__init__"] for c in classes if "__init__" in vars(c)] or [obj]
+    ranges: dict[str, Range] = {}
+    for fn in inits:
+        for name, hint in _hints_of(fn).items():
+            found = _range_of(hint)
+            if found is not None:
+                ranges[name] = found
+    return ranges
+
+
+def _range_of(hint: Any) -> Range | None:
+    """The ``Range`` in an ``Annotated[...]`` hint (also inside ``Optional``), if any."""
+    if typing.get_origin(hint) is typing.Annotated:
+        return next((m for m in hint.__metadata__ if isinstance(m, Range)), None)
+    for arg in (
+        typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else ()
+    ):
+        found = _range_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def check_range(key: str, value: Any, bounds: Range | None) -> None:
+    """``key=value`` out of ``bounds`` -> one ``ConfigError``; None, booleans and non-numbers
+    pass (their type is checked elsewhere)."""
+    if bounds is None:
+        return
+    numbers = value if isinstance(value, (list, tuple)) else [value]
+    for number in numbers:
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            continue
+        problem = bounds.violation(number)
+        if problem is not None:
+            raise ConfigError(
+                f"{key}={value} {problem}: fix the value on the command line or in the config file."
             )
 
 
