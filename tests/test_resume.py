@@ -6,6 +6,7 @@ import csv
 import json
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -28,12 +29,20 @@ SHORT = [
 ]
 
 
-def _losses(run_dir: Path) -> list[dict[str, str]]:
-    """The logged training rows; for a step logged twice (redone after a crash) the last."""
+def _losses(run_dir: Path) -> list[tuple[str, dict[str, str]]]:
+    """The logged training values, (step, {metric: value}) per row in file order. A resumed run
+    drops the rows of the batches it trains again, so no metric is logged twice for a step
+    (a step may have two rows: its batch's and an epoch's, e.g. DP's train/epsilon)."""
     with open(run_dir / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if any(r[k] for k in r if k.startswith("train/"))]
-    by_step = {r["step"]: {k: v for k, v in r.items() if k.startswith("train/")} for r in rows}
-    return list(by_step.items())
+        rows = [
+            (r["step"], {k: v for k, v in r.items() if k.startswith("train/") and v})
+            for r in csv.DictReader(f)
+        ]
+    rows = [(step, values) for step, values in rows if values]
+    logged = Counter((step, k) for step, values in rows for k in values)
+    twice = sorted(x for x, n in logged.items() if n > 1)
+    assert not twice, f"logged twice in {run_dir / 'metrics.csv'}: {twice[:5]}"
+    return rows
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -196,19 +205,22 @@ def test_resume_latest_picks_the_newest_run(make_cfg, tmp_path: Path) -> None:
 
 def test_checkpoint_writes_are_atomic(tmp_path: Path, monkeypatch) -> None:
     """A kill while last.ckpt is rewritten leaves the previous last.ckpt whole."""
-    import lightning_fabric.plugins.io.torch_io as torch_io
+    from io import FileIO
 
+    import genlab.resume.checkpoint as checkpoint_module
     from genlab.resume.checkpoint import AtomicCheckpointIO
 
     io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
     io.save_checkpoint({"step": 1, "w": torch.ones(1000)}, path)
 
-    def killed_mid_write(checkpoint, filepath) -> None:
-        with open(filepath, "wb") as f:
-            f.write(b"PK\x03\x04 half a zip")
-        raise KeyboardInterrupt  # the process dies here
+    class KilledMidWrite(FileIO):
+        def write(self, data) -> int:  # type: ignore[override]
+            super().write(bytes(data)[:100])
+            raise KeyboardInterrupt  # the process dies here
 
-    monkeypatch.setattr(torch_io, "_atomic_save", killed_mid_write)
+    monkeypatch.setattr(
+        checkpoint_module, "open", lambda file, mode: KilledMidWrite(file, "w"), raising=False
+    )
     with pytest.raises(KeyboardInterrupt):
         io.save_checkpoint({"step": 2, "w": torch.zeros(1000)}, path)
     assert torch.load(path, weights_only=True)["step"] == 1
