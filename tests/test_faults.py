@@ -21,7 +21,6 @@ import pytest
 import torch
 
 import genlab.resume.checkpoint as checkpoint_module
-import genlab.train
 from genlab.errors import CheckpointError
 from genlab.loggers import STEP_KEY, MetricsCheckpointSync, ResumableCSVLogger
 from genlab.resume.checkpoint import AtomicCheckpointIO, read_checkpoint
@@ -579,26 +578,12 @@ def test_a_full_disk_at_the_failed_runs_last_flush_keeps_the_runs_own_error(
     assert "could not write" in caplog.text and "No space left" in caplog.text
 
 
-def _with_step_in_checkpoints(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What train.py does once it installs MetricsCheckpointSync."""
-    real = genlab.train.instantiate_group
-
-    def instantiate_group(cfg, key, **kwargs):
-        callbacks = kwargs.get("callbacks", [])
-        if key == "trainer" and not any(isinstance(c, MetricsCheckpointSync) for c in callbacks):
-            kwargs["callbacks"] = [*callbacks, MetricsCheckpointSync(kwargs["logger"] or [])]
-        return real(cfg, key, **kwargs)
-
-    monkeypatch.setattr(genlab.train, "instantiate_group", instantiate_group)
-
-
 def test_kill_between_checkpoints_then_resume_leaves_every_step_once(
     make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the checkpoints recording their step (what train.py installs): the rows the crashed
-    run logged after its last checkpoint are dropped exactly. A SIGKILL runs no cleanup, so the
-    crashed run's logger is not finalized."""
-    _with_step_in_checkpoints(monkeypatch)
+    """The checkpoints record their step (train.py installs MetricsCheckpointSync): the rows
+    the crashed run logged after its last checkpoint are dropped exactly. A SIGKILL runs no
+    cleanup, so the crashed run's logger is not finalized."""
     crashed = make_cfg(
         "trainer.max_epochs=3",
         "++trainer.limit_train_batches=6",

@@ -22,12 +22,13 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from genlab.errors import ConfigError
-from genlab.loggers import ResumableCSVLogger
+from genlab.loggers import MetricsCheckpointSync, ResumableCSVLogger
 from genlab.resume import resume_callbacks
 from genlab.resume.checkpoint import AtomicCheckpointIO, read_checkpoint
 from genlab.resume.command import resume_config
 from genlab.resume.stored_config import WANDB_ID_KEY
 from genlab.sweeps import write_result
+from genlab.utils.atomic import clean_stale_temporaries
 from genlab.utils.extras import apply_extras
 from genlab.utils.instantiate import instantiate_group, instantiate_list, to_dict
 from genlab.utils.launcher import strategy_for_launcher
@@ -91,7 +92,9 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # stderr stays for errors
     log.info("seed %s", cfg.seed)
     if rank_zero_only.rank == 0:
-        write_run_info(cfg.paths.output_dir, cfg.paths.root_dir)
+        out = Path(cfg.paths.output_dir)  # ours alone (owned_run_dir): leftovers are stale
+        clean_stale_temporaries(out, out / "checkpoints", out / "samples")
+        write_run_info(out, cfg.paths.root_dir)
 
     datamodule: pl.LightningDataModule = instantiate_group(cfg, "data")
     model = instantiate_group(cfg, "model")
@@ -114,6 +117,7 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
         dp.prepare(model)  # refuses what DP-SGD cannot train, before any data is loaded
         callbacks.append(dp)
     loggers = _build_loggers(cfg)
+    callbacks.append(MetricsCheckpointSync(loggers))  # metrics.csv rows match the checkpoint
     if not loggers:  # LearningRateMonitor refuses to run without a logger (logger=none)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     for logger in loggers:

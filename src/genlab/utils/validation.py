@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from genlab.errors import ConfigError
+from genlab.utils.ranges import Arg, check_args, integer, seed
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,15 @@ OPTIMIZER_RANGES = {
     "eps": POSITIVE,
     "betas": Range(ge=0, lt=1),  # each of them
 }
-# Top-level keys of train.yaml.
-TOP_LEVEL_RANGES = {"seed": (int, Range(ge=0, le=2**32 - 1))}
+# train.yaml's own top-level arguments, in the schema eval.py and sample.py use for theirs.
+TRAIN_ARGS = {
+    "seed": Arg("the seed of every random draw of the run", seed(), "42"),
+    "checkpoint_every_n_batches": Arg(
+        "how often last.ckpt is rewritten inside an epoch (null: at epoch ends)",
+        lambda v: None if v is None else integer(low=1)(v),
+        "500",
+    ),
+}
 
 
 def check_accelerator(trainer_cfg: DictConfig) -> None:
@@ -108,11 +116,7 @@ def validate(cfg: DictConfig) -> None:
     if mode is not None and mode not in ("min", "max"):
         raise ConfigError(f"model.monitor_mode={mode!r}: choose 'min' or 'max'.")
     check_accelerator(cfg.trainer)
-    for key, (kind, bounds) in TOP_LEVEL_RANGES.items():
-        value = cfg.get(key)
-        if key in cfg and (isinstance(value, bool) or not isinstance(value, kind)):
-            raise ConfigError(f"{key}={value!r}: needs {kind.__name__} ({bounds.describe()}).")
-        check_range(key, value, bounds)
+    check_args(cfg, TRAIN_ARGS)
     for group in ("data", "model", "trainer"):
         check_types(cfg[group], group)
     check_trainer_budget(cfg.trainer)
