@@ -253,3 +253,34 @@ def test_a_run_against_a_wrong_wandb_server_finishes_offline(
     run(cfg)
     assert time.perf_counter() - start < 120
     assert list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
+
+
+def test_a_checkpoint_must_fit_the_model_before_any_data(make_cfg) -> None:
+    from genlab.errors import CheckpointError
+
+    first = make_cfg(*ONE_EPOCH)
+    run(first)
+    ckpt = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointError, match=r"holds other weights .*another model"):
+        run(make_cfg("model=vae", f"ckpt_path={ckpt}", *ONE_EPOCH))
+    with pytest.raises(CheckpointError, match=r"weights of other shapes .*generator"):
+        run(make_cfg("model.generator.width=16", f"ckpt_path={ckpt}", *ONE_EPOCH))
+    # A resume cannot change what the nets were built from (the stored config is resolved).
+    with pytest.raises(ConfigError, match=r"model.latent_dim=32: the run built model.generator"):
+        resume_config(make_cfg(f"resume={first.paths.output_dir}"), ["model.latent_dim=32"])
+    resume_config(make_cfg(f"resume={first.paths.output_dir}"), ["model.optimizer.lr=1e-4"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "+model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true}",
+            r"model.scheduler \(torch.optim.lr_scheduler.StepLR\) needs step_size",
+        ),
+        ("data.val_size=0", r"data.val_size=0 must be >= 1"),
+    ],
+)
+def test_incomplete_or_empty_settings_are_refused(make_cfg, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate(make_cfg(override))

@@ -26,7 +26,9 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 
+from genlab.errors import DataError
 from genlab.utils.atomic import atomic_path
+from genlab.utils.cli import exit_on_user_error
 
 log = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
@@ -285,10 +287,11 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     cmd.add_argument("--x", help="plot against this override only, e.g. data.train_fraction")
     args = parser.parse_args(argv)
-    try:
-        summary = summarize(args.sweep_dir, args.metric, args.x)
-    except FileNotFoundError as err:
-        raise SystemExit(f"genlab.sweeps: error: {err}") from None
+    with exit_on_user_error():  # the same boundary as every entry point
+        try:
+            summary = summarize(args.sweep_dir, args.metric, args.x)
+        except FileNotFoundError as err:
+            raise DataError(str(err)) from None
     print(summary["markdown"])
     for path in summary["plots"]:
         print(f"plot: {path}")

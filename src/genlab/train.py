@@ -24,7 +24,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from genlab.errors import ConfigError
 from genlab.loggers import MetricsCheckpointSync, ResumableCSVLogger
 from genlab.resume import resume_callbacks
-from genlab.resume.checkpoint import AtomicCheckpointIO, read_checkpoint
+from genlab.resume.checkpoint import AtomicCheckpointIO, check_fits, read_checkpoint
 from genlab.resume.command import resume_config
 from genlab.resume.stored_config import WANDB_ID_KEY
 from genlab.sweeps import write_result
@@ -116,6 +116,8 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
         dp = instantiate_group(cfg, "privacy")
         dp.prepare(model)  # refuses what DP-SGD cannot train, before any data is loaded
         callbacks.append(dp)
+    if cfg.get("ckpt_path"):  # before any data: the weights must fit this model
+        check_fits(model, cfg.ckpt_path)
     loggers = _build_loggers(cfg)
     callbacks.append(MetricsCheckpointSync(loggers))  # metrics.csv rows match the checkpoint
     if not loggers:  # LearningRateMonitor refuses to run without a logger (logger=none)

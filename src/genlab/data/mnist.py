@@ -26,6 +26,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,7 @@ from genlab.data.splits import SplitDataModule
 from genlab.data.transforms import build_augmentation
 from genlab.errors import ConfigError, DataError
 from genlab.utils.atomic import atomic_path
+from genlab.utils.validation import AT_LEAST_ONE
 
 log = logging.getLogger(__name__)
 # config name -> torchvision class (its name is also the folder under data_dir)
@@ -280,7 +282,7 @@ class MNISTDataModule(SplitDataModule):
         pin_memory: bool | str = "auto",
         persistent_workers: bool = False,
         train_fraction: float = 1.0,
-        val_size: int = 5000,
+        val_size: Annotated[int, AT_LEAST_ONE] = 5000,  # validation feeds the monitor
         image_size: int = 28,
         channels: int = 1,
         augment: bool | Sequence[str | dict] = False,

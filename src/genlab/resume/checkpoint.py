@@ -151,3 +151,29 @@ def load_model(
             "commit the run used (its .hydra/ folder holds the config) and load it there."
         ) from err
     return model.to(map_location).eval(), cfg
+
+
+def check_fits(model: torch.nn.Module, path: str | Path) -> None:
+    """``ckpt_path`` must hold weights of exactly this model's shapes: another model's, or a
+    resume that changes a net (``model.latent_dim=32``) would otherwise fail at the first batch
+    with a bare size-mismatch traceback, after the data is loaded."""
+    stored = read_checkpoint(path)["state_dict"]
+    own = model.state_dict()
+    missing = [k for k in own if k not in stored]
+    unexpected = [k for k in stored if k not in own]
+    reshaped = [k for k in own if k in stored and stored[k].shape != own[k].shape]
+    if not (missing or unexpected or reshaped):
+        return
+    if reshaped:
+        k = reshaped[0]
+        what = (
+            f"{len(reshaped)} weights of other shapes (e.g. {k}: {tuple(stored[k].shape)} "
+            f"there, {tuple(own[k].shape)} here)"
+        )
+    else:
+        what = f"other weights (missing here: {unexpected[:3]}; not there: {missing[:3]})"
+    raise CheckpointError(
+        f"{path} holds {what} than the model this config builds: it was written by another "
+        "model or other net settings (latent_dim, widths). Resume without changing the model, "
+        "or start a new run."
+    )

@@ -58,6 +58,26 @@ def relocate(node: Any, old: str, new: str) -> Any:
     return node
 
 
+def _copies(stored: dict, key: str) -> list[str]:
+    """Other keys of the stored (resolved) config that hold ``key``'s value under its name,
+    i.e. were interpolated from it (``model.generator.latent_dim`` from ``model.latent_dim``):
+    an override of ``key`` would not reach them."""
+    leaf, old = key.rsplit(".", 1)[-1], OmegaConf.select(OmegaConf.create(stored), key)
+    found: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif path != key and path.rsplit(".", 1)[-1] == leaf and node == old:
+            found.append(path)
+
+    # Nets and data are built from model.* and data.*; elsewhere equal values are coincidence.
+    if key.startswith(("model.", "data.")) and old is not None and not isinstance(old, dict):
+        walk(stored, "")
+    return found
+
+
 def last_checkpoint(resume: str | Path) -> Path:
     """``resume`` may name the run directory, its checkpoints/ folder or a checkpoint file."""
     path = Path(resume)
@@ -99,6 +119,13 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
                 f"{key}={override.value()} changes a config group, which a resumed run cannot: "
                 "its nets and optimizers are in the checkpoint. Start a new run instead, or "
                 f"override single keys ({key}.<name>=...)."
+            )
+        copies = _copies(stored, key)
+        if copies and OmegaConf.select(resumed, key) != override.value():
+            raise ConfigError(
+                f"{key}={override.value()}: the run built {', '.join(copies)} from it, so the "
+                "checkpoint's nets and data are shaped for the old value. A resumed run keeps "
+                "them; start a new run to change it."
             )
         OmegaConf.update(resumed, key, override.value(), force_add=True)
     with open_dict(resumed):

@@ -257,6 +257,8 @@ def check_types(node: DictConfig, prefix: str) -> None:
     target = node.get("_target_")
     hints = _init_hints(target) if target else {}
     ranges = _init_ranges(target) if target else {}
+    if target and node.get("_partial_"):
+        check_partial(node, prefix, target)
     for key in node:
         if str(key).startswith("_"):
             continue
@@ -279,6 +281,27 @@ def check_types(node: DictConfig, prefix: str) -> None:
         if bounds is None and str(target).startswith("torch.optim."):
             bounds = OPTIMIZER_RANGES.get(str(key))
         check_range(f"{prefix}.{key}", plain, bounds)
+
+
+def check_partial(node: DictConfig, prefix: str, target: str) -> None:
+    """A ``_partial_`` entry gets its first argument later (an optimizer its parameters, a
+    scheduler its optimizer); every other required argument must be in the config now, or the
+    run fails once training starts."""
+    from hydra.utils import get_object
+
+    try:
+        signature = inspect.signature(get_object(target))
+    except (Exception, ValueError):
+        return  # a bad _target_ is reported by instantiate; builtins may have no signature
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = [p for p in signature.parameters.values() if p.kind in kinds]
+    missing = [p.name for p in params[1:] if p.default is p.empty and p.name not in node]
+    if missing:
+        given = " ".join(f"{prefix}.{name}=<value>" for name in missing)
+        raise ConfigError(
+            f"{prefix} ({target}) needs {', '.join(missing)}, which the config does not give: "
+            f"add {given}."
+        )
 
 
 def _init_ranges(target: str) -> dict[str, Range]:
