@@ -21,7 +21,6 @@ unchanged). A cache that is truncated or whose metadata is broken is moved aside
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from torch.utils.data import Dataset
 from genlab.data.splits import SplitDataModule
 from genlab.data.transforms import build_augmentation
 from genlab.errors import ConfigError, DataError
-from genlab.utils.atomic import atomic_path
+from genlab.utils.atomic import atomic_path, move_aside
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
@@ -53,22 +52,6 @@ def _too_large(error: Image.DecompressionBombError) -> BadImage:
     # PIL refuses images above 2 x Image.MAX_IMAGE_PIXELS before decoding them: one such file
     # would otherwise need gigabytes of memory, so it is skipped like any other unusable file.
     return BadImage(f"too large to decode ({error})")
-
-
-def _move_aside(path: Path) -> Path | None:
-    """Rename a broken derived file to ``<name>.corrupt-<n>`` (the first free ``n``), so that
-    it can still be inspected and a new one can take its place. ``None``: it was already gone
-    (another process moved or replaced it first)."""
-    for n in itertools.count(1):
-        target = path.with_name(f"{path.name}.corrupt-{n}")
-        if target.exists():
-            continue
-        try:
-            path.rename(target)
-        except FileNotFoundError:
-            return None
-        return target
-    raise AssertionError("unreachable")  # itertools.count never ends
 
 
 def scan_folder(root: str | Path, file_list: str | Path | None = None) -> list[Path]:
@@ -379,7 +362,7 @@ class ImageFolderDataModule(SplitDataModule):
                 kept = [Path(p) for p in meta["files"]]
                 self.skipped.update(meta["skipped"])
                 return kept, _open_pixels(data_path, len(kept), shape_tail)
-            moved = [m for m in (_move_aside(data_path), _move_aside(meta_path)) if m]
+            moved = [m for m in (move_aside(data_path), move_aside(meta_path)) if m]
             names = [str(m) if i == 0 else m.name for i, m in enumerate(moved)]
             log.warning(
                 "image-folder cache %s is broken (%s): moved aside to %s; rebuilding it",

@@ -13,7 +13,6 @@ deleted) with one warning, and the features are extracted again in the same run.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch import Tensor
 from genlab.errors import ConfigError
 from genlab.metrics.features import LOAD_ERRORS, FeatureExtractor, quantize
 from genlab.metrics.sampling import iter_samples
-from genlab.utils.atomic import atomic_path
+from genlab.utils.atomic import atomic_path, move_aside
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2  # bump when the stored format or the feature pipeline changes
@@ -88,21 +87,6 @@ def _atomic_save(obj: object, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def _move_aside(path: Path) -> Path | None:
-    """Rename a broken cache file to ``<name>.corrupt-<n>`` (the first free ``n``); ``None``
-    when it is already gone (another process moved or replaced it first)."""
-    for n in itertools.count(1):
-        target = path.with_name(f"{path.name}.corrupt-{n}")
-        if target.exists():
-            continue
-        try:
-            path.rename(target)
-        except FileNotFoundError:
-            return None
-        return target
-    raise AssertionError("unreachable")  # itertools.count never ends
-
-
 def _load_cached(path: Path, key: str, n: int, extractor: FeatureExtractor) -> Features | str:
     """The cached features, or what is wrong with the file."""
     try:
@@ -150,7 +134,7 @@ def real_features(
             cached = _load_cached(path, key, len(images), extractor)
             if not isinstance(cached, str):
                 return cached
-            moved = _move_aside(path)
+            moved = move_aside(path)
             log.warning(
                 "real-feature cache %s is broken (%s): moved aside to %s; extracting again",
                 path, cached, moved or "(already gone)",

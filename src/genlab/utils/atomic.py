@@ -14,6 +14,7 @@ write in progress.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -164,3 +165,19 @@ def clean_stale_temporaries(*folders: str | Path) -> list[Path]:
             ", ".join(str(p) for p in removed),
         )
     return removed
+
+
+def move_aside(path: Path) -> Path | None:
+    """Rename a broken derived file (a cache) to ``<name>.corrupt-<n>`` (the first free ``n``),
+    so that it can still be inspected and a new one can take its place. ``None``: it was
+    already gone (another process moved or replaced it first)."""
+    for n in itertools.count(1):
+        target = path.with_name(f"{path.name}.corrupt-{n}")
+        if target.exists():
+            continue
+        try:
+            path.rename(target)
+        except FileNotFoundError:
+            return None
+        return target
+    raise AssertionError("unreachable")  # itertools.count never ends
