@@ -84,7 +84,9 @@ def test_offline_fallback_stays_out_of_the_stored_config_and_resume(
     fallbacks = [r.getMessage() for r in caplog.records if "logging offline" in r.getMessage()]
     assert len(fallbacks) == 1, fallbacks
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and {r.name.rsplit("-", 1)[1] for r in runs} == {run_id}, runs
+    # offline-run-<time>-<id>, with "-1" appended when both lives started in the same second
+    ids = {r.name.split("-")[3] for r in runs}
+    assert len(runs) == 2 and ids == {run_id}, runs
     assert not list((run_dir / "wandb").glob("run-*"))
     resumed = _stored(run_dir)
     assert resumed["epoch"] > first_epoch  # a new checkpoint, written by the resumed run

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from genlab.errors import RunDirBusy
@@ -160,6 +161,8 @@ class CheckRunDir(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         directory = config.hydra.run.dir
+        if rank_zero_only.rank > 0:  # a DDP rank re-running the command: rank 0's folder
+            return
         try:
             refuse_if_owned(directory)
         except RunDirBusy as err:
