@@ -1,0 +1,62 @@
+"""Quality per minute: checkpoints at wall-clock marks, and the benchmark that scores them."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from genlab.callbacks.time_marks import CheckpointAtMinutes, mark_name
+from genlab.errors import ConfigError
+from genlab.train import run
+from tests.conftest import ROOT, TINY, TINY_NETS
+
+MARKS = [
+    "+callbacks.time_marks._target_=genlab.callbacks.time_marks.CheckpointAtMinutes",
+    "+callbacks.time_marks.minutes=[0.01,0.05]",  # 0.6 s and 3 s
+    "trainer.max_epochs=-1",  # the last mark ends the run, not an epoch count
+    "test=false",
+]
+
+
+def test_marks_write_checkpoints_and_the_last_one_stops_training(make_cfg, tmp_path) -> None:
+    cfg = make_cfg(*MARKS, f"+callbacks.time_marks.dirpath={tmp_path / 'marks'}")
+    run(cfg)
+    first, last = (torch.load(tmp_path / "marks" / mark_name(m), weights_only=True)
+                   for m in (0.01, 0.05))  # fmt: skip
+    assert first["global_step"] < last["global_step"]  # trained on between the marks
+    state = next(v for k, v in last["callbacks"].items() if "CheckpointAtMinutes" in k)
+    assert state["passed"] == 2 and 3 <= state["spent"] < 60
+    # Stopped at the last mark: the final checkpoint is hardly later than it.
+    final = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] - last["global_step"] <= 2 * 2  # a GAN steps twice per batch
+
+
+def test_time_spent_before_a_resume_counts() -> None:
+    marks = CheckpointAtMinutes("/tmp/unused", minutes=[1, 2])
+    marks.load_state_dict({"spent": 90.0, "passed": 1})
+    assert 90.0 <= marks.elapsed() < 91 and marks.passed == 1
+    with pytest.raises(ConfigError, match="positive minutes"):
+        CheckpointAtMinutes("/tmp/unused", minutes=[0])
+
+
+@pytest.mark.slow
+def test_benchmark_scores_each_mark_of_each_recipe(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "time_to_quality", ROOT / "benchmarks" / "time_to_quality.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tiny = " ".join([*TINY, *TINY_NETS["gan"]])
+    rows = bench.main([
+        "--minutes", "0.1", "--marks", "0.05", "0.1", "--num-samples", "100",
+        "--recipe", f"tiny={tiny}", "--out", str(tmp_path), "--plot", str(tmp_path / "fid.png"),
+    ])  # fmt: skip
+    assert [(r["recipe"], r["minute"]) for r in rows] == [("tiny", 0.05), ("tiny", 0.1)]
+    assert all(r["fid"] > 0 and 0 <= r["precision"] <= 1 for r in rows)
+    assert (tmp_path / "fid.png").stat().st_size > 1000
+    (results,) = tmp_path.glob("*/results.csv")
+    assert len(list(csv.DictReader(results.open()))) == 2
