@@ -21,13 +21,10 @@ from omegaconf import DictConfig, open_dict
 from genlab.evaluate import model_metrics
 from genlab.evaluate import run as evaluate
 from genlab.metrics.sampling import draw
-from genlab.models.gan import GAN
-from genlab.models.vae import VAE
-from genlab.models.vaegan import VAEGAN
 from genlab.resume.checkpoint import load_model
 from genlab.resume.command import resume_config
 from genlab.train import run
-from tests.conftest import CONF, TINY, TINY_NETS
+from tests.conftest import CONF, tiny_overrides
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 # Two short epochs, a validation (and so the FID monitor) after each, a loss row per batch.
@@ -48,21 +45,8 @@ def _compose(config_name: str, overrides: list[str], output_dir: Path) -> DictCo
     return cfg
 
 
-def _shrink(model: str) -> list[str]:
-    """genlab's own families get tiny nets; any other model runs as its config says (on 1% of
-    the data, a few batches), so keep a new model's defaults cheap."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        target = get_class(
-            compose(config_name="train", overrides=[f"model={model}"]).model._target_
-        )
-    for family, cls in (("vaegan", VAEGAN), ("gan", GAN), ("vae", VAE)):
-        if issubclass(target, cls):
-            return TINY_NETS[family]
-    return []
-
-
 def _overrides(model: str) -> list[str]:
-    return [f"model={model}", *TINY, *_shrink(model), *SHORT]
+    return [*tiny_overrides(model), *SHORT]
 
 
 @pytest.fixture(scope="module", params=MODELS)
