@@ -91,6 +91,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.plot(*zip(*points, strict=True), marker="o", label=name)
     ax.set(xlabel="minutes of training (wall clock)", ylabel="test FID (lower is better)")
     ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 12, not 1.2 x 10^1
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
