@@ -213,23 +213,31 @@ def _describe(leaves: list[Any]) -> str:
     return " or ".join(names)
 
 
-def _init_hints(target: str) -> dict[str, Any]:
-    """Parameter name -> type hint of ``target``'s constructor (or of the function itself);
-    hints that cannot be evaluated are left out."""
+def _init_hints(target: str) -> tuple[dict[str, Any], dict[str, Range]]:
+    """(parameter -> type hint, parameter -> ``Range``) of ``target``'s constructor (or of the
+    function itself), read in one pass over the classes it passes ``**base`` on to, base first:
+    a subclass's own hint wins, and one that re-declares ``batch_size: int`` keeps its parent's
+    bound. Hints that cannot be evaluated are left out."""
     from hydra.utils import get_object
 
     try:
         obj = get_object(target)
     except Exception:
-        return {}  # a bad _target_ is reported by instantiate, with its own message
-    if not inspect.isclass(obj):
-        return _hints_of(obj)
-    # A subclass that passes **base on to its parent: its parents' hints count too.
+        return {}, {}  # a bad _target_ is reported by instantiate, with its own message
+    if inspect.isclass(obj):
+        fns = [vars(c)["__init__"] for c in reversed(obj.__mro__)
+               if "__init__" in vars(c) and c is not object]  # fmt: skip
+    else:
+        fns = [obj]
     hints: dict[str, Any] = {}
-    for cls in reversed(obj.__mro__):
-        if "__init__" in vars(cls) and cls is not object:
-            hints.update(_hints_of(vars(cls)["__init__"]))
-    return hints
+    ranges: dict[str, Range] = {}
+    for fn in fns:
+        for name, hint in _hints_of(fn).items():
+            hints[name] = hint
+            found = _range_of(hint)
+            if found is not None:
+                ranges[name] = found
+    return hints, ranges
 
 
 def _hints_of(fn: Any) -> dict[str, Any]:
@@ -255,8 +263,7 @@ def check_types(node: DictConfig, prefix: str) -> None:
     """``data.batch_size=abc`` fails here, naming the key and the type it needs, instead of
     as a TypeError deep inside a constructor (or not at all) once the data is loaded."""
     target = node.get("_target_")
-    hints = _init_hints(target) if target else {}
-    ranges = _init_ranges(target) if target else {}
+    hints, ranges = _init_hints(target) if target else ({}, {})
     if target and node.get("_partial_"):
         check_partial(node, prefix, target)
     for key in node:
@@ -302,26 +309,6 @@ def check_partial(node: DictConfig, prefix: str, target: str) -> None:
             f"{prefix} ({target}) needs {', '.join(missing)}, which the config does not give: "
             f"add {given}."
         )
-
-
-def _init_ranges(target: str) -> dict[str, Range]:
-    """Parameter name -> the ``Range`` declared for it by ``target`` or a class it passes its
-    arguments on to (a subclass that re-declares ``batch_size: int`` keeps its parent's bound)."""
-    from hydra.utils import get_object
-
-    try:
-        obj = get_object(target)
-    except Exception:
-        return {}
-    classes = reversed(obj.__mro__) if inspect.isclass(obj) else []
-    inits = [vars(c)["__init__"] for c in classes if "__init__" in vars(c)] or [obj]
-    ranges: dict[str, Range] = {}
-    for fn in inits:
-        for name, hint in _hints_of(fn).items():
-            found = _range_of(hint)
-            if found is not None:
-                ranges[name] = found
-    return ranges
 
 
 def _range_of(hint: Any) -> Range | None:
