@@ -116,9 +116,12 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
         dp = instantiate_group(cfg, "privacy")
         dp.prepare(model)  # refuses what DP-SGD cannot train, before any data is loaded
         callbacks.append(dp)
-    if cfg.get("ckpt_path"):  # before any data: the weights must fit this model
-        check_fits(model, cfg.ckpt_path)
-    loggers = _build_loggers(cfg)
+    # Read once, here: the weights must fit this model before any data is loaded, and the
+    # checkpoint names the W&B run to continue.
+    checkpoint = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    if checkpoint is not None:
+        check_fits(model, checkpoint, cfg.ckpt_path)
+    loggers = _build_loggers(cfg, checkpoint)
     callbacks.append(MetricsCheckpointSync(loggers))  # metrics.csv rows match the checkpoint
     if not loggers:  # LearningRateMonitor refuses to run without a logger (logger=none)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -183,11 +186,11 @@ def check_monitor_source(cfg: DictConfig) -> None:
         )
 
 
-def _build_loggers(cfg: DictConfig) -> list[Logger]:
+def _build_loggers(cfg: DictConfig, checkpoint: dict | None) -> list[Logger]:
     """The loggers, adapted to this run: offline W&B without network, the W&B run of the
     checkpoint being resumed, metrics.csv continued on resume."""
     logger_cfg = offline_logger_config(cfg.get("logger"))
-    run_id = _checkpoint_wandb_id(cfg, logger_cfg)
+    run_id = _checkpoint_wandb_id(cfg, logger_cfg, checkpoint)
     if run_id:
         # A composed config is in struct mode, and conf/logger/wandb.yaml has no `resume` key.
         with open_dict(logger_cfg):
@@ -196,16 +199,18 @@ def _build_loggers(cfg: DictConfig) -> list[Logger]:
     loggers = instantiate_list(logger_cfg)
     for logger in loggers:  # a resumed run continues its metrics.csv
         if isinstance(logger, ResumableCSVLogger):
-            logger.append = bool(cfg.get("ckpt_path"))
+            logger.append = checkpoint is not None
     return loggers
 
 
-def _checkpoint_wandb_id(cfg: DictConfig, logger_cfg: DictConfig | None) -> str | None:
+def _checkpoint_wandb_id(
+    cfg: DictConfig, logger_cfg: DictConfig | None, checkpoint: dict | None
+) -> str | None:
     """Resuming from a checkpoint continues its W&B run: the checkpoint holds the run id."""
     wandb_cfg = (logger_cfg or {}).get("wandb")
-    if not cfg.get("ckpt_path") or not wandb_cfg or wandb_cfg.get("id"):
+    if checkpoint is None or not wandb_cfg or wandb_cfg.get("id"):
         return None
-    run_id = read_checkpoint(cfg.ckpt_path).get(WANDB_ID_KEY)
+    run_id = checkpoint.get(WANDB_ID_KEY)
     if run_id:
         log.info("resuming W&B run %s from %s", run_id, cfg.ckpt_path)
     return run_id

@@ -153,11 +153,11 @@ def load_model(
     return model.to(map_location).eval(), cfg
 
 
-def check_fits(model: torch.nn.Module, path: str | Path) -> None:
-    """``ckpt_path`` must hold weights of exactly this model's shapes: another model's, or a
-    resume that changes a net (``model.latent_dim=32``) would otherwise fail at the first batch
-    with a bare size-mismatch traceback, after the data is loaded."""
-    stored = read_checkpoint(path)["state_dict"]
+def check_fits(model: torch.nn.Module, checkpoint: dict, path: str | Path) -> None:
+    """``checkpoint`` (read from ``path``) must hold weights of exactly this model's shapes:
+    another model's, or a resume that changes a net (``model.latent_dim=32``) would otherwise
+    fail at the first batch with a bare size-mismatch traceback, after the data is loaded."""
+    stored = checkpoint["state_dict"]
     own = model.state_dict()
     missing = [k for k in own if k not in stored]
     unexpected = [k for k in stored if k not in own]
