@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from genlab.errors import CheckpointError
 from genlab.resume.stored_config import CONFIG_KEY
 from genlab.utils.atomic import atomic_path
+from genlab.utils.pretrained import pretrained_hint, resolve_checkpoint
 
 _NO_SPACE = {errno.ENOSPC: "no space left", errno.EDQUOT: "the disk quota is used up"}
 _NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
@@ -105,11 +106,15 @@ def last_good_checkpoint(trainer: pl.Trainer | None) -> str:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
+    """The checkpoint at ``path``, or the shipped one ``pretrained:<name>`` names (its SHA256
+    checked, as for any file of ``pretrained/``: genlab.utils.pretrained)."""
+    spec = path
+    path = resolve_checkpoint(path)
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist. Runs keep them in "
             "outputs/train/runs/<time>/checkpoints/ (last.ckpt and the best on model.monitor)."
+            + pretrained_hint(spec)
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data
@@ -156,7 +161,16 @@ def load_model(
 def check_fits(model: torch.nn.Module, checkpoint: dict, path: str | Path) -> None:
     """``checkpoint`` (read from ``path``) must hold weights of exactly this model's shapes:
     another model's, or a resume that changes a net (``model.latent_dim=32``) would otherwise
-    fail at the first batch with a bare size-mismatch traceback, after the data is loaded."""
+    fail at the first batch with a bare size-mismatch traceback, after the data is loaded.
+
+    A weights-only checkpoint (a ``pretrained/`` export) is refused too: it holds no optimizer
+    or loop state to resume from (Lightning would stop with a bare KeyError)."""
+    if "optimizer_states" not in checkpoint:
+        raise CheckpointError(
+            f"{path} holds weights only (a pretrained/ export or a save_weights_only "
+            "checkpoint), no optimizer or loop state: train.py ckpt_path= resumes a run from its "
+            f"last.ckpt. Sample or score this one with sample.py / eval.py ckpt_path={path}."
+        )
     stored = checkpoint["state_dict"]
     own = model.state_dict()
     missing = [k for k in own if k not in stored]
