@@ -6,8 +6,9 @@
     python benchmarks/time_to_quality.py --minutes 30 --recipe vae=experiment=vae_mnist --nll-samples 1000
 
 Each recipe (``name=override override ...``; empty: ``python train.py`` as it is) trains in a
-fresh process until ``--minutes`` of wall-clock time have passed on this machine, writing a
-checkpoint at each of ``--marks`` (genlab.callbacks.time_marks: training, validation and the
+fresh process as configured, stopped when ``--minutes`` of wall-clock time have passed on this
+machine (``-- trainer.max_epochs=-1``: train until the budget, whatever the recipe's epochs),
+writing a checkpoint at each of ``--marks`` and, if its epochs end first, at the minute it ended (genlab.callbacks.time_marks: training, validation and the
 FID monitor all count, as a user waits for them). Each checkpoint is then scored by ``eval.py``
 on ``--num-samples`` samples against the 10k test images: FID, precision, recall, class KL
 (and the IWAE NLL for models that declare it). Prints one row per (recipe, minute), writes
@@ -52,13 +53,19 @@ def train(name: str, overrides: list[str], args: argparse.Namespace, out: Path) 
         "+callbacks.time_marks._target_=genlab.callbacks.time_marks.CheckpointAtMinutes",
         f"+callbacks.time_marks.dirpath={run_dir / 'checkpoints'}",
         f"+callbacks.time_marks.minutes=[{marks}]",
-        "trainer.max_epochs=-1", "test=false", f"hydra.run.dir={run_dir}",
+        "test=false", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
     print(f"[{name}] training for {args.minutes:g} min: {shlex.join(command[1:])}", flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)
     print(f"[{name}] trained in {(time.perf_counter() - start) / 60:.2f} min", flush=True)
     return run_dir
+
+
+def written_marks(run_dir: Path) -> list[float]:
+    """The minutes of the mark checkpoints a run wrote (its end too, if before the budget)."""
+    names = (p.name for p in (run_dir / "checkpoints").glob("minute_*.ckpt"))
+    return sorted(float(n.removeprefix("minute_").removesuffix(".ckpt")) for n in names)
 
 
 def score(name: str, run_dir: Path, minute: float, args: argparse.Namespace) -> dict:
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for name, overrides in recipes:
         run_dir = train(name, overrides, args, out)
-        rows += [score(name, run_dir, minute, args) for minute in args.marks]
+        rows += [score(name, run_dir, minute, args) for minute in written_marks(run_dir)]
 
     header = f"time to quality on {machine()}: {args.num_samples} samples vs the test set"
     print(f"\n{header}\n| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))

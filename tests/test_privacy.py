@@ -137,6 +137,7 @@ def test_poisson_batches_vary_and_resume_exactly() -> None:
     [
         (["model=wgan_gp"], "model.gradient_penalty=10.0 does not combine"),
         (["model.spectral_norm=true"], "model.spectral_norm=true does not combine"),
+        (["model.discriminator.minibatch_std=true"], "minibatch_std=true does not combine"),
         (["model.gradient_clip_val=1.0"], "model.gradient_clip_val=1.0 does not combine"),
         (["model=vae", "model.likelihood=gaussian"], "model.gaussian_sigma=0.1"),
         (["model=vae", "model.free_bits=0.1"], "model.free_bits=0"),

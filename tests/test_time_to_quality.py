@@ -35,6 +35,20 @@ def test_marks_write_checkpoints_and_the_last_one_stops_training(make_cfg, tmp_p
     assert final["global_step"] - last["global_step"] <= 2 * 2  # a GAN steps twice per batch
 
 
+def test_a_run_that_ends_before_its_marks_is_checkpointed_where_it_ended(
+    make_cfg, tmp_path
+) -> None:
+    marks = [m for m in MARKS if "max_epochs" not in m and "minutes" not in m]
+    cfg = make_cfg(*marks, "+callbacks.time_marks.minutes=[50]",
+                   f"+callbacks.time_marks.dirpath={tmp_path / 'marks'}")  # fmt: skip
+    run(cfg)  # the tiny recipe's one epoch takes seconds, far from 50 min
+    (end,) = (tmp_path / "marks").glob("minute_*.ckpt")
+    minute = float(end.name.removeprefix("minute_").removesuffix(".ckpt"))
+    assert 0 < minute < 1
+    final = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert torch.load(end, weights_only=True)["global_step"] == final["global_step"]
+
+
 def test_time_spent_before_a_resume_counts() -> None:
     marks = CheckpointAtMinutes("/tmp/unused", minutes=[1, 2])
     marks.load_state_dict({"spent": 90.0, "passed": 1})
@@ -54,6 +68,7 @@ def test_benchmark_scores_each_mark_of_each_recipe(tmp_path: Path) -> None:
     rows = bench.main([
         "--minutes", "0.1", "--marks", "0.05", "0.1", "--num-samples", "100",
         "--recipe", f"tiny={tiny}", "--out", str(tmp_path), "--plot", str(tmp_path / "fid.png"),
+        "--", "trainer.max_epochs=-1",  # train until the budget, not the tiny recipe's epochs
     ])  # fmt: skip
     assert [(r["recipe"], r["minute"]) for r in rows] == [("tiny", 0.05), ("tiny", 0.1)]
     assert all(r["fid"] > 0 and 0 <= r["precision"] <= 1 for r in rows)

@@ -30,6 +30,7 @@ from genlab.models.base import GenerativeModel, OptimizerFactory, refused_with_p
 from genlab.models.diffaugment import check_policy, diff_augment
 from genlab.models.losses import GAN_LOSSES
 from genlab.models.penalties import gradient_penalty, r1_penalty
+from genlab.nets.conv import MinibatchStd
 from genlab.utils.validation import AT_LEAST_ONE, DECAY, NON_NEGATIVE, Range
 
 
@@ -105,6 +106,13 @@ class GAN(GenerativeModel):
             if value:
                 shown, off = ("true", "false") if isinstance(value, bool) else (value, 0)
                 raise refused_with_privacy(name, shown, f"set model.{name}={off}.")
+        if any(isinstance(m, MinibatchStd) for m in self.discriminator.modules()):
+            # Its statistic mixes the examples of a batch: no gradient is per-sample any more.
+            raise refused_with_privacy(
+                "discriminator.minibatch_std",
+                "true",
+                "set model.discriminator.minibatch_std=false.",
+            )
 
     # --- sampling -----------------------------------------------------------------------------
     def generate(self, z: torch.Tensor) -> torch.Tensor:

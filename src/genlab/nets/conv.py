@@ -37,6 +37,26 @@ def _stages(image_size: int) -> tuple[int, int]:
     )
 
 
+class MinibatchStd(nn.Module):
+    """Appends one channel: the mean over features of the standard deviation across the batch
+    (Karras et al., 2018). D sees how varied a batch is, so a generator that collapses onto a
+    few modes is easy to tell apart: a cheap push towards the data's variety."""
+
+    def __init__(self, group_size: int = 4) -> None:
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = min(self.group_size, n)
+        if n % g:  # a ragged last batch: one group over the whole batch
+            g = n
+        y = x.reshape(g, n // g, c, h, w)
+        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # [n // g]
+        std = std.reshape(1, n // g, 1, 1, 1).expand(g, -1, 1, h, w).reshape(n, 1, h, w)
+        return torch.cat([x, std], dim=1)
+
+
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
@@ -62,9 +82,13 @@ class ConvDecoder(nn.Module):
         width: Annotated[int, AT_LEAST_ONE] = 64,
         norm: str = "batch",
         out_activation: str | None = "tanh",
+        upsample: str = "transposed",
+        convs_per_stage: Annotated[int, AT_LEAST_ONE] = 1,
     ) -> None:
         super().__init__()
         base, n = _stages(image_size)
+        if upsample not in ("transposed", "nearest"):
+            raise ConfigError(f"upsample={upsample!r}: choose 'transposed' or 'nearest'.")
         self.latent_dim = latent_dim
         ch = width * 2 ** (n - 1)
         self.project = nn.Sequential(
@@ -73,15 +97,39 @@ class ConvDecoder(nn.Module):
             _norm(norm, ch),
             nn.ReLU(inplace=True),
         )
-        layers: list[nn.Module] = []
+
+        def up(c_in: int, c_out: int, bias: bool) -> list[nn.Module]:
+            # Nearest-neighbour upsampling + 3x3 conv has no checkerboard artefacts of a
+            # stride-2 transposed conv (Odena et al., 2016).
+            if upsample == "nearest":
+                return [
+                    nn.Upsample(scale_factor=2),
+                    nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias),
+                ]
+            return [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=bias)]
+
+        def refine(c: int) -> list[nn.Module]:
+            # convs_per_stage - 1 extra 3x3 convs at a resolution: depth where the strokes are
+            # drawn, at the stage's width.
+            block: list[nn.Module] = []
+            for _ in range(convs_per_stage - 1):
+                block += [
+                    nn.Conv2d(c, c, 3, padding=1, bias=norm == "none"),
+                    _norm(norm, c),
+                    nn.ReLU(inplace=True),
+                ]
+            return block
+
+        layers: list[nn.Module] = refine(ch)
         for _ in range(n - 1):
             layers += [
-                nn.ConvTranspose2d(ch, ch // 2, 4, stride=2, padding=1, bias=norm == "none"),
+                *up(ch, ch // 2, norm == "none"),
                 _norm(norm, ch // 2),
                 nn.ReLU(inplace=True),
             ]
             ch //= 2
-        layers.append(nn.ConvTranspose2d(ch, channels, 4, stride=2, padding=1))
+            layers += refine(ch)
+        layers += up(ch, channels, True)
         if out_activation == "tanh":
             layers.append(nn.Tanh())
         elif out_activation not in (None, "none"):
@@ -103,13 +151,27 @@ class ConvEncoder(nn.Module):
         width: Annotated[int, AT_LEAST_ONE] = 64,
         norm: str = "batch",
         negative_slope: float = 0.2,
+        minibatch_std: bool = False,
+        convs_per_stage: Annotated[int, AT_LEAST_ONE] = 1,
     ) -> None:
         super().__init__()
         base, n = _stages(image_size)
+
+        def refine(c: int) -> list[nn.Module]:  # convs_per_stage - 1 extra 3x3 convs
+            block: list[nn.Module] = []
+            for _ in range(convs_per_stage - 1):
+                block += [
+                    nn.Conv2d(c, c, 3, padding=1, bias=norm == "none"),
+                    _norm(norm, c),
+                    nn.LeakyReLU(negative_slope, inplace=True),
+                ]
+            return block
+
         layers: list[nn.Module] = [
             # No norm on the first layer (DCGAN): it would normalise away the input statistics.
             nn.Conv2d(channels, width, 4, stride=2, padding=1),
             nn.LeakyReLU(negative_slope, inplace=True),
+            *refine(width),
         ]
         ch = width
         for _ in range(n - 1):
@@ -117,9 +179,15 @@ class ConvEncoder(nn.Module):
                 nn.Conv2d(ch, ch * 2, 4, stride=2, padding=1, bias=norm == "none"),
                 _norm(norm, ch * 2),
                 nn.LeakyReLU(negative_slope, inplace=True),
+                *refine(ch * 2),
             ]
             ch *= 2
-        layers += [nn.Flatten(), nn.Linear(ch * base * base, out_features)]
+        if minibatch_std:  # before the last layer, where D judges the whole image
+            layers.append(MinibatchStd())
+            ch_in = ch + 1
+        else:
+            ch_in = ch
+        layers += [nn.Flatten(), nn.Linear(ch_in * base * base, out_features)]
         self.net = nn.Sequential(*layers)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
