@@ -10,10 +10,17 @@ Validation and test add the importance-weighted bound on the negative log-likeli
 (``val/nll_nats`` with ``iwae_samples_val`` samples per image, ``test/nll_nats`` and
 ``test/bits_per_dim`` with ``iwae_samples_test``; Burda et al., 2016) and the SSIM and PSNR of
 reconstructions (``{val,test}/ssim``, ``{val,test}/psnr``).
+
+The decoder is either a net ``z -> logits`` (``nets/conv.py``) or an *autoregressive* one that
+says so with ``autoregressive = True`` (``nets/pixelcnn.py``, ``model=pixel_vae``): it scores
+images with ``decoder(z, x) -> logits``, each pixel's logit seeing z and the pixels before it
+only (teacher forcing: one pass), and draws images with ``decoder.sample(z, noise)``, pixel by
+pixel. The bound, the training step and everything else are the same for both.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -83,6 +90,13 @@ class VAE(GenerativeModel):
             raise ConfigError(f"model.kl_schedule={kl_schedule} needs model.kl_warmup_epochs > 0.")
         self.encoder = encoder
         self.decoder = decoder
+        self.autoregressive = bool(getattr(decoder, "autoregressive", False))
+        if self.autoregressive and likelihood != "bernoulli":
+            raise ConfigError(
+                f"model.likelihood={likelihood!r} with an autoregressive decoder "
+                f"({type(decoder).__name__}): it models binary pixels, use "
+                "model.likelihood=bernoulli."
+            )
         self.optimizer_factory = optimizer
         self.likelihood, self.gaussian_sigma = likelihood, gaussian_sigma
         self.beta = beta
@@ -114,6 +128,12 @@ class VAE(GenerativeModel):
                 "free_bits", self.free_bits, "its batch-mean clamp mixes images, so per-image "
                 "gradients would not bound one image's influence. Set model.free_bits=0."
             )  # fmt: skip
+        if self.autoregressive:  # e.g. PixelCNNDecoder masks its conv weights in forward
+            raise refused_with_privacy(
+                "decoder", type(self.decoder).__name__, "its masked weights are outside "
+                "Opacus' per-sample hooks, and noise on them would let pixels see themselves. "
+                "Use a factorised decoder (model=vae)."
+            )  # fmt: skip
         if self.likelihood == "gaussian" and self.gaussian_sigma is None:
             raise refused_with_privacy(
                 "gaussian_sigma", None, "DP-SGD trains encoder and decoder; the learned "
@@ -131,8 +151,32 @@ class VAE(GenerativeModel):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents -> mean images in [0, 1]. The decoder returns logits (Bernoulli) or the
-        Gaussian mean before a sigmoid: both likelihoods keep their mean in [0, 1]."""
+        Gaussian mean before a sigmoid: both likelihoods keep their mean in [0, 1].
+
+        An autoregressive decoder draws each image pixel by pixel and returns each pixel's
+        probability given z and the pixels drawn before it (the mean of the last step, anti-
+        aliased like a factorised decoder's mean). Its pixel noise is a function of the latent
+        (``pixel_noise``): the same z gives the same image, in any batch, on any device."""
+        if self.autoregressive:
+            return self.decoder.sample(z, self.pixel_noise(z))[1]
         return torch.sigmoid(self.decoder(z))
+
+    def pixel_noise(self, z: torch.Tensor) -> torch.Tensor:
+        """Uniforms ``[N, C, H, W]`` for an autoregressive decoder's draws, seeded by each
+        latent row's bytes: seeded samples (``metrics.sampling.draw``) call ``generate(z)``
+        with no generator, and must not depend on the batch size or the device."""
+        rows = z.detach().to("cpu", torch.float64).numpy()
+        noise = [
+            torch.rand(
+                self.decoder.image_shape,
+                generator=torch.Generator().manual_seed(
+                    int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "big")
+                    >> 1  # manual_seed takes a non-negative int64
+                ),
+            )
+            for row in rows
+        ]
+        return torch.stack(noise).to(z.device, z.dtype)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,6 +189,11 @@ class VAE(GenerativeModel):
         return self.decode(z)
 
     # --- the bound ----------------------------------------------------------------------------
+    def decoder_output(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's raw output for latents ``z`` scoring images ``x`` (one per latent):
+        an autoregressive decoder sees ``x`` too (teacher forcing)."""
+        return self.decoder(z, x) if self.autoregressive else self.decoder(z)
+
     def log_likelihood(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x | z) per image from the raw decoder output ``out``."""
         if self.likelihood == "bernoulli":
@@ -158,7 +207,8 @@ class VAE(GenerativeModel):
         posterior parameters (mu, logvar)."""
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # reparameterisation
-        return self.log_likelihood(self.decoder(z), x), gaussian_kl(mu, logvar), (mu, logvar)
+        log_px = self.log_likelihood(self.decoder_output(z, x), x)
+        return log_px, gaussian_kl(mu, logvar), (mu, logvar)
 
     @torch.no_grad()
     def iwae_bound(self, x: torch.Tensor, k: int, max_batch: int = 8192) -> torch.Tensor:
@@ -175,8 +225,9 @@ class VAE(GenerativeModel):
             z = mu + eps * std  # [k', N, D]
             log_q = -0.5 * (eps.pow(2) + logvar + math.log(2 * math.pi)).sum(-1)
             log_p_z = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
-            out = self.decoder(z.flatten(0, 1))
-            log_p_x = self.log_likelihood(out, x.repeat(len(eps), 1, 1, 1)).view(len(eps), n)
+            xs = x.repeat(len(eps), 1, 1, 1)  # row i * n + j is image j, as in z.flatten(0, 1)
+            log_p_x = self.log_likelihood(self.decoder_output(z.flatten(0, 1), xs), xs)
+            log_p_x = log_p_x.view(len(eps), n)
             log_w.append(log_p_x + log_p_z - log_q)
         return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
 
