@@ -7,9 +7,10 @@
 
 Each recipe (``name=override override ...``; empty: ``python train.py`` as it is) trains in a
 fresh process as configured, stopped when ``--minutes`` of wall-clock time have passed on this
-machine (``-- trainer.max_epochs=-1``: train until the budget, whatever the recipe's epochs),
-writing a checkpoint at each of ``--marks`` and, if its epochs end first, at the minute it ended (genlab.callbacks.time_marks: training, validation and the
-FID monitor all count, as a user waits for them). Each checkpoint is then scored by ``eval.py``
+machine (``-- trainer.max_epochs=-1 model.scheduler=null``: train until the budget, whatever
+the recipe's epochs; an epoch-length schedule needs an end), writing a checkpoint at each of
+``--marks`` and, if its epochs end first, at the minute it ended (genlab.callbacks.time_marks:
+training, validation and the FID monitor all count, as a user waits for them). Each checkpoint is then scored by ``eval.py``
 on ``--num-samples`` samples against the 10k test images: FID, precision, recall, class KL
 (and the IWAE NLL for models that declare it). Prints one row per (recipe, minute), writes
 ``results.csv``/``results.json`` and a plot of FID against minutes for all recipes

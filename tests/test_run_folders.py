@@ -159,6 +159,8 @@ def test_relocate_moves_only_paths_under_the_old_run() -> None:
         ("model.ema_decay=1.0", r"model.ema_decay=1.0 must be in \(0, 1\)"),
         ("model.label_smoothing=1", r"label_smoothing=1 must be in \[0, 1\)"),
         ("trainer.max_epochs=0", r"trainer.max_epochs=0: train at least one epoch"),
+        # The default GAN's cosine decay follows max_epochs: -1 (no limit) has no length.
+        ("trainer.max_epochs=-1", r"model.scheduler.T_max=-1 must be >= 1"),
         ("seed=abc", r"seed='abc' \(str\): needs an integer from 0 to 4294967295"),
         ("checkpoint_every_n_batches=0", r"checkpoint_every_n_batches=0 .*needs an integer >= 1"),
     ],

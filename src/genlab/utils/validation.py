@@ -70,6 +70,10 @@ OPTIMIZER_RANGES = {
     "momentum": NON_NEGATIVE,
     "eps": POSITIVE,
     "betas": Range(ge=0, lt=1),  # each of them
+    # Schedulers (torch.optim.lr_scheduler): a length of 0 or -1 (T_max: ${trainer.max_epochs}
+    # with max_epochs=-1) would divide by it or never decay.
+    "T_max": AT_LEAST_ONE,
+    "step_size": AT_LEAST_ONE,
 }
 # train.yaml's own top-level arguments, in the schema eval.py and sample.py use for theirs.
 TRAIN_ARGS = {
