@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import shlex
-import time
 from pathlib import Path
 
 import torch
@@ -108,7 +107,7 @@ def _shown(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(ROOT))
     except ValueError:
-        return str(path.resolve())
+        return path.name  # outside the project: its name only, no home folders shipped
 
 
 def _size(n: int) -> str:
@@ -189,7 +188,6 @@ def export(
             "global_step": checkpoint.get("global_step"),
             **{k: found[k] for k in ("git_commit", "git_dirty", "packages") if k in found},
         },
-        "exported": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load": f"ckpt_path={PREFIX}{name}",
     }
     with atomic_path(folder / f"{name}.json") as tmp:
