@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="an override for eval.py, e.g. ++trainer.limit_test_batches=4")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "time_to_quality")
     parser.add_argument("--plot", type=Path, help="where to save the FID-vs-minutes figure")
+    parser.add_argument("--rows", type=Path, action="append", default=[],
+                        help="results.json of an earlier run: its rows join the table and the "
+                        "plot (curves measured apart, in one figure)")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="after --: overrides for every recipe")
     args = parser.parse_args(argv)
     args.marks = sorted(args.marks or [args.minutes * q for q in (0.25, 0.5, 0.75, 1.0)])
@@ -135,10 +138,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"--marks go up to {args.marks[-1]:g} min, past --minutes {args.minutes:g}"
         )
     args.marks[-1] = args.minutes  # training stops at the last mark: that is the budget
-    recipes = [parse_recipe(r) for r in args.recipe or ["default="]]
+    # Only --rows: no training, the earlier results tabulated and plotted together.
+    recipes = [parse_recipe(r) for r in args.recipe or ([] if args.rows else ["default="])]
     out = args.out / time.strftime("%Y-%m-%d_%H-%M-%S")
 
-    rows = []
+    rows = [row for path in args.rows for row in json.loads(path.read_text())["rows"]]
     for name, overrides in recipes:
         run_dir = train(name, overrides, args, out)
         rows += [score(name, run_dir, minute, args) for minute in written_marks(run_dir)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -58,13 +59,33 @@ def test_time_spent_before_a_resume_counts() -> None:
         CheckpointAtMinutes("/tmp/unused", minutes=[0])
 
 
-@pytest.mark.slow
-def test_benchmark_scores_each_mark_of_each_recipe(tmp_path: Path) -> None:
+def _benchmark():
     spec = importlib.util.spec_from_file_location(
         "time_to_quality", ROOT / "benchmarks" / "time_to_quality.py"
     )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_earlier_results_join_one_table_and_figure_without_training(tmp_path: Path) -> None:
+    rows = [{"recipe": r, "minute": m, "fid": f, "precision": 0.7, "recall": 0.7,
+             "class_kl": 0.1, "nll_nats": None}
+            for r, f0 in (("old", 12.0), ("new", 6.0)) for m, f in ((1, f0), (2, f0 / 2))]  # fmt: skip
+    for i, part in enumerate((rows[:2], rows[2:])):
+        (tmp_path / f"{i}.json").write_text(json.dumps({"machine": "m", "rows": part}))
+    out = _benchmark().main([
+        "--rows", str(tmp_path / "0.json"), "--rows", str(tmp_path / "1.json"),
+        "--out", str(tmp_path / "out"), "--plot", str(tmp_path / "both.png"),
+    ])  # fmt: skip
+    assert out == rows  # both recipes, in order; nothing trained (no run folders)
+    assert (tmp_path / "both.png").stat().st_size > 1000
+    assert not list((tmp_path / "out").glob("*/*/checkpoints"))
+
+
+@pytest.mark.slow
+def test_benchmark_scores_each_mark_of_each_recipe(tmp_path: Path) -> None:
+    bench = _benchmark()
     tiny = " ".join([*TINY, *TINY_NETS["gan"]])
     rows = bench.main([
         "--minutes", "0.1", "--marks", "0.05", "0.1", "--num-samples", "100",
