@@ -99,12 +99,20 @@ def test_checkpoint_round_trip_keeps_every_sample(trained) -> None:
 
 
 def test_resume_after_an_epoch_is_bit_exact(trained, tmp_path: Path) -> None:
+    """Stopped (SIGTERM) after the first epoch's last batch of the same 2-epoch run, so that
+    schedules sized by trainer.max_epochs (the default GAN's cosine decay) are the same run."""
     model, straight = trained
-    half = _compose("train", [*_overrides(model), "trainer.max_epochs=1"], tmp_path / "half")
-    run(half)
+    stop_after_first_epoch = [
+        "+callbacks.sigterm._target_=tests.fault_injection.SignalAt",
+        "+callbacks.sigterm.epoch=0",
+        "+callbacks.sigterm.batch=2",  # SHORT's last batch
+    ]
+    half = _compose("train", [*_overrides(model), *stop_after_first_epoch], tmp_path / "half")
+    with pytest.raises(SystemExit) as stop:
+        run(half)
+    assert stop.value.code == 143
     resumed = resume_config(
-        _compose("train", [f"resume={tmp_path / 'half'}"], tmp_path / "unused"),
-        ["trainer.max_epochs=2"],
+        _compose("train", [f"resume={tmp_path / 'half'}"], tmp_path / "unused"), []
     )
     run(resumed)
     a, b = _weights(straight), _weights(tmp_path / "half")
