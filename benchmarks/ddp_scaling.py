@@ -65,7 +65,7 @@ def images_per_second(model: str, devices: int, args, overrides: list[str]) -> f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["gan", "vae"])
+    parser.add_argument("--models", nargs="+", default=["dcgan", "vae"])
     parser.add_argument("--devices", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)

@@ -60,7 +60,7 @@ def measure_one(model: str, batch_size: int, steps: int, accelerator: str, overr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["gan", "vae", "vaegan"])
+    parser.add_argument("--models", nargs="+", default=["dcgan", "vae", "vaegan"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 128, 512])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])

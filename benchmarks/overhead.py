@@ -213,7 +213,7 @@ def spread(values: list[float], fmt: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["gan", "vae"])
+    parser.add_argument("--models", nargs="+", default=["dcgan", "vae"])
     parser.add_argument("--batches", type=int, default=50, help="timed batches per run")
     parser.add_argument("--warmup", type=int, default=5, help="untimed batches first")
     parser.add_argument("--repeats", type=int, default=3)
