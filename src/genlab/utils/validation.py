@@ -121,9 +121,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model.monitor_mode={mode!r}: choose 'min' or 'max'.")
     check_accelerator(cfg.trainer)
     check_args(cfg, TRAIN_ARGS)
-    for group in ("data", "model", "trainer"):
-        check_types(cfg[group], group)
+    # The trainer first: model values may interpolate its keys (the default GAN's cosine
+    # T_max: ${trainer.max_epochs}), and the error should name the key the user wrote.
+    check_types(cfg.trainer, "trainer")
     check_trainer_budget(cfg.trainer)
+    for group in ("data", "model"):
+        check_types(cfg[group], group)
     check_nets_match_data(cfg)
 
 
