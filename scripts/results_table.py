@@ -69,14 +69,17 @@ def eval_command(name: str, folder: Path, eval_args: list[str]) -> str:
     return " ".join(["python eval.py", f"ckpt_path={ckpt_arg(name, folder)}", *eval_args])
 
 
-def cached_eval(name: str, folder: Path, digest: str, eval_args: list[str]) -> dict | None:
-    """The cached scores of this exact file under these eval arguments, or None."""
+def cached_eval(name: str, folder: Path, digest: str, eval_args: list[str] | None) -> dict | None:
+    """The cached scores of this exact file under these eval arguments (None: under any), or
+    None."""
     path = folder / f"{name}.eval.json"
     try:
         cached = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if cached.get("sha256") != digest or cached.get("eval_args") != eval_args:
+    if cached.get("sha256") != digest:
+        return None
+    if eval_args is not None and cached.get("eval_args") != eval_args:
         return None
     return cached
 
@@ -218,8 +221,11 @@ def build(
     for name in sorted(sums):
         path = resolve_checkpoint(folder / f"{name}.ckpt")  # its SHA256 checked
         grid = figures / f"pretrained_{name}.png"
-        cached = cached_eval(name, folder, sums[name], eval_args)
-        if name in todo and not table_only:
+        # A checkpoint scored now must match this call's eval arguments; the others keep the
+        # scores they were last made with (each row shows its own reproduce command).
+        scoring = name in todo and not table_only
+        cached = cached_eval(name, folder, sums[name], eval_args if scoring else None)
+        if scoring:
             if cached is None:
                 cached = evaluate(name, folder, sums[name], eval_args)
             else:
