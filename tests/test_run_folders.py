@@ -159,8 +159,6 @@ def test_relocate_moves_only_paths_under_the_old_run() -> None:
         ("model.ema_decay=1.0", r"model.ema_decay=1.0 must be in \(0, 1\)"),
         ("model.label_smoothing=1", r"label_smoothing=1 must be in \[0, 1\)"),
         ("trainer.max_epochs=0", r"trainer.max_epochs=0: train at least one epoch"),
-        # The default GAN's cosine decay follows max_epochs: -1 (no limit) has no length.
-        ("trainer.max_epochs=-1", r"model.scheduler.T_max=-1 must be >= 1"),
         ("seed=abc", r"seed='abc' \(str\): needs an integer from 0 to 4294967295"),
         ("checkpoint_every_n_batches=0", r"checkpoint_every_n_batches=0 .*needs an integer >= 1"),
     ],
@@ -168,6 +166,12 @@ def test_relocate_moves_only_paths_under_the_old_run() -> None:
 def test_values_are_checked_before_any_data(make_cfg, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         validate(make_cfg(override))
+
+
+def test_a_schedule_sized_by_epochs_needs_an_epoch_count(make_cfg) -> None:
+    """gan_mnist's cosine decay follows max_epochs: -1 (no limit) gives it no length."""
+    with pytest.raises(ConfigError, match=r"model.scheduler.T_max=-1 must be >= 1"):
+        validate(make_cfg("experiment=gan_mnist", "trainer.max_epochs=-1"))
 
 
 @pytest.mark.parametrize(
