@@ -67,7 +67,7 @@ def _assert_same_run(a_dir: Path, b_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     ("model", "extra"),
-    [("gan", []), ("vae", []), ("gan", ["privacy.enabled=true"])],
+    [("gan", []), ("vae", []), ("dcgan", ["privacy.enabled=true"])],
     ids=["gan", "vae", "dp_gan"],
 )
 def test_sigterm_mid_epoch_then_resume_is_bit_exact(
