@@ -14,6 +14,7 @@ Both work for square images of size ``s * 2**k`` with ``s`` in {4, 7}: 28 px (MN
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import torch
@@ -67,6 +68,21 @@ def _norm(kind: str, channels: int) -> nn.Module:
     raise ConfigError(f"norm={kind!r} is not supported: choose 'batch', 'layer' or 'none'.")
 
 
+def _refine(
+    channels: int, extra: int, norm: str, activation: Callable[[], nn.Module]
+) -> list[nn.Module]:
+    """``extra`` 3x3 convs at one resolution (``convs_per_stage - 1``): depth where strokes are
+    drawn or judged, at the stage's width."""
+    block: list[nn.Module] = []
+    for _ in range(extra):
+        block += [
+            nn.Conv2d(channels, channels, 3, padding=1, bias=norm == "none"),
+            _norm(norm, channels),
+            activation(),
+        ]
+    return block
+
+
 class ConvDecoder(nn.Module):
     """Latent ``[N, latent_dim]`` -> image ``[N, channels, image_size, image_size]``.
 
@@ -109,16 +125,7 @@ class ConvDecoder(nn.Module):
             return [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=bias)]
 
         def refine(c: int) -> list[nn.Module]:
-            # convs_per_stage - 1 extra 3x3 convs at a resolution: depth where the strokes are
-            # drawn, at the stage's width.
-            block: list[nn.Module] = []
-            for _ in range(convs_per_stage - 1):
-                block += [
-                    nn.Conv2d(c, c, 3, padding=1, bias=norm == "none"),
-                    _norm(norm, c),
-                    nn.ReLU(inplace=True),
-                ]
-            return block
+            return _refine(c, convs_per_stage - 1, norm, lambda: nn.ReLU(inplace=True))
 
         layers: list[nn.Module] = refine(ch)
         for _ in range(n - 1):
@@ -157,15 +164,9 @@ class ConvEncoder(nn.Module):
         super().__init__()
         base, n = _stages(image_size)
 
-        def refine(c: int) -> list[nn.Module]:  # convs_per_stage - 1 extra 3x3 convs
-            block: list[nn.Module] = []
-            for _ in range(convs_per_stage - 1):
-                block += [
-                    nn.Conv2d(c, c, 3, padding=1, bias=norm == "none"),
-                    _norm(norm, c),
-                    nn.LeakyReLU(negative_slope, inplace=True),
-                ]
-            return block
+        def refine(c: int) -> list[nn.Module]:
+            activation = lambda: nn.LeakyReLU(negative_slope, inplace=True)  # noqa: E731
+            return _refine(c, convs_per_stage - 1, norm, activation)
 
         layers: list[nn.Module] = [
             # No norm on the first layer (DCGAN): it would normalise away the input statistics.
