@@ -100,7 +100,6 @@ def evaluate(name: str, folder: Path, digest: str, eval_args: list[str]) -> dict
         "eval_args": eval_args,
         "command": eval_command(name, folder, eval_args),
         "seconds": round(time.perf_counter() - start, 1),
-        "evaluated": time.strftime("%Y-%m-%d %H:%M:%S"),
         **report,  # ckpt_path, requested, features, num_samples, ..., metrics
     }
     (folder / f"{name}.eval.json").write_text(json.dumps(cached, indent=2) + "\n")
