@@ -23,13 +23,14 @@ def digits() -> torch.Tensor:
     return dm.train_set.images.float() / 255  # 2750 real digits in [0, 1]
 
 
-def tiny_gan(n_critic: int = 1, norm: str = "batch") -> GAN:
+def tiny_gan(n_critic: int = 1, norm: str = "batch", **options) -> GAN:
     return GAN(
         generator=ConvDecoder(latent_dim=8, width=8, norm=norm),
         discriminator=ConvEncoder(out_features=1, width=8, norm=norm),
         optimizer=partial(torch.optim.Adam, lr=2e-3, betas=(0.5, 0.999)),
         latent_dim=8,
         n_critic=n_critic,
+        **options,
     )
 
 
@@ -82,6 +83,26 @@ def test_gan_steps_both_players(digits: torch.Tensor, n_critic: int, g_steps: in
     )
     for key in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/d_real_acc"):
         assert torch.isfinite(trainer.callback_metrics[key]), key
+
+
+def test_top_k_training_teaches_g_with_the_fakes_d_rates_best(digits: torch.Tensor) -> None:
+    pl.seed_everything(0)
+    gan = tiny_gan(top_k=0.25, top_k_decay=0.5)  # kept: 1, 0.5, then 0.25 of each batch
+    kept, select = [], gan.best_fakes
+
+    def spy(logits: torch.Tensor) -> torch.Tensor:
+        best = select(logits)
+        ranked = logits.detach().flatten().sort().values
+        assert torch.equal(
+            best.detach().flatten().sort().values, ranked[len(ranked) - best.numel() :]
+        )
+        kept.append((gan.current_epoch, best.numel()))
+        return best
+
+    gan.best_fakes = spy
+    fit(gan, digits[:96], epochs=4)  # 3 batches of 32 per epoch
+    assert sorted(set(kept)) == [(0, 32), (1, 16), (2, 8), (3, 8)]
+    assert len(kept) == 12, "every generator step goes through the selection"
 
 
 def test_discriminator_learns_to_recognise_real_digits(digits: torch.Tensor) -> None:

@@ -12,7 +12,8 @@ module converts at its boundary. Stabilisers, each one switch: ``loss``, ``gradi
 linear layer of D), ``label_smoothing`` (one-sided, non-saturating loss only), ``ema_decay``
 (an exponential moving average of G's weights, used by ``generate``/``sample`` and saved in
 checkpoints), ``diffaugment`` (augment D's real and fake inputs), separate G/D learning rates
-(``d_optimizer``, TTUR), ``gradient_clip_val``, ``scheduler``. ``privacy.enabled=true`` trains
+(``d_optimizer``, TTUR), ``top_k`` (G learns from the fakes D rates best), ``gradient_clip_val``,
+``scheduler``. ``privacy.enabled=true`` trains
 D with DP-SGD (``genlab.callbacks.privacy``; G is private as post-processing of D).
 """
 
@@ -55,6 +56,8 @@ class GAN(GenerativeModel):
         label_smoothing: Annotated[float, Range(ge=0, lt=1)] = 0.0,
         ema_decay: Annotated[float, DECAY] | None = None,
         diffaugment: list[str] | tuple[str, ...] = (),
+        top_k: Annotated[float, Range(gt=0, le=1)] = 1.0,
+        top_k_decay: Annotated[float, Range(gt=0, le=1)] = 0.99,
         **base: Any,  # latent_dim, monitor, scheduler, ...: see GenerativeModel
     ) -> None:
         super().__init__(**base)
@@ -85,6 +88,7 @@ class GAN(GenerativeModel):
         self.gp_weight, self.r1_gamma, self.r1_every = gradient_penalty, r1_gamma, r1_every
         self.spectral_norm = spectral_norm
         self.diffaugment = check_policy(diffaugment)
+        self.top_k, self.top_k_decay = top_k, top_k_decay
 
     def configure_optimizers(self):
         opt_g = self.optimizer_factory(self.generator.parameters())
@@ -157,7 +161,7 @@ class GAN(GenerativeModel):
         # Generator: every n_critic batches, through the freshly updated discriminator.
         if g_step:
             self.toggle_optimizer(opt_g)
-            g_loss = self.g_loss_fn(self.discriminator(self.d_input(fake)))
+            g_loss = self.g_loss_fn(self.best_fakes(self.discriminator(self.d_input(fake))))
             self.backward_and_step(g_loss, opt_g, "train/g_loss")
             self.untoggle_optimizer(opt_g)
             if self.generator_ema is not None:
@@ -166,6 +170,17 @@ class GAN(GenerativeModel):
             # cannot wait for logging_step. Per step only: an epoch mean accumulated inside
             # Lightning would not survive a mid-epoch resume.
             self.log("train/g_loss", g_loss, prog_bar=True)
+
+    def best_fakes(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        """Top-k training (Sinha et al., 2020): the generator step uses only the fakes D rates
+        most real. The kept fraction starts at 1 and shrinks by ``top_k_decay`` each epoch down
+        to ``top_k``: early on every sample teaches G; later the worst ones, whose gradients
+        point away from the data, are left out."""
+        keep = max(self.top_k, self.top_k_decay**self.current_epoch)
+        if keep >= 1:
+            return fake_logits
+        k = max(1, round(keep * fake_logits.shape[0]))
+        return fake_logits.flatten().topk(k).values
 
     def _discriminator_step(self, opt_d, real, fake, batch_idx: int, log: bool) -> None:
         real_in, fake_in = self.d_input(real), self.d_input(fake.detach())
