@@ -136,9 +136,12 @@ def test_poisson_batches_vary_and_resume_exactly() -> None:
     ("overrides", "message"),
     [
         (["model=wgan_gp"], "model.gradient_penalty=10.0 does not combine"),
-        (["model.spectral_norm=true"], "model.spectral_norm=true does not combine"),
-        (["model.discriminator.minibatch_std=true"], "minibatch_std=true does not combine"),
-        (["model.gradient_clip_val=1.0"], "model.gradient_clip_val=1.0 does not combine"),
+        # Plain DCGAN plus one setting: the default GAN already has two DP refuses (R1, mbstd).
+        (["model=dcgan", "model.spectral_norm=true"], "model.spectral_norm=true does not combine"),
+        (["model=dcgan", "model.r1_gamma=1"], "model.r1_gamma=1 does not combine"),
+        (["model=dcgan", "model.discriminator.minibatch_std=true"], "minibatch_std=true does"),
+        (["model=dcgan", "model.gradient_clip_val=1.0"], "gradient_clip_val=1.0 does not"),
+        (["model=gan"], "does not combine with privacy.enabled=true"),
         (["model=vae", "model.likelihood=gaussian"], "model.gaussian_sigma=0.1"),
         (["model=vae", "model.free_bits=0.1"], "model.free_bits=0"),
         (["model=vaegan"], "VAEGAN does not declare which nets see real images"),
