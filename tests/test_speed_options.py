@@ -139,3 +139,16 @@ def test_compile_updates_every_net_and_keeps_checkpoint_keys() -> None:
     assert set(model.state_dict()) == keys, "compiling changed the checkpoint keys"
     samples = model.sample(4)
     assert samples.shape == (4, 1, 28, 28) and samples.min() >= 0 and samples.max() <= 1
+
+
+@pytest.mark.slow
+def test_compile_leaves_a_twice_differentiated_discriminator_eager() -> None:
+    """R1 (the default GAN) backpropagates through D's input gradient, which compiled graphs
+    cannot: G is compiled, D runs eagerly, and every net still learns."""
+    pl.seed_everything(0)
+    model = tiny_gan(compile=True, r1_gamma=1.0, r1_every=1)
+    before = snapshot(model)
+    fit(model, batches=2)
+    assert_every_net_updated(before, model)
+    assert model.generator._compiled_call_impl is not None, "G was not compiled"
+    assert model.discriminator._compiled_call_impl is None, "D was compiled"

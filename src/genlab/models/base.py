@@ -133,8 +133,13 @@ class GenerativeModel(pl.LightningModule):
             if self.channels_last:  # NHWC: faster convolutions on tensor cores and oneDNN.
                 # Batches need no conversion: a conv with NHWC weights returns NHWC outputs.
                 net.to(memory_format=torch.channels_last)
-            if self.compile_nets:
+            if self.compile_nets and self.compilable(net):
                 net.compile()
+
+    def compilable(self, net: torch.nn.Module) -> bool:
+        """Whether ``compile`` may compile ``net``; a model says no for a net it differentiates
+        twice (torch.compile has no double backward), which then runs eagerly."""
+        return True
 
     @contextmanager
     def evaluation_rng(self, batch_idx: int) -> Iterator[None]:

@@ -95,6 +95,10 @@ class GAN(GenerativeModel):
         opt_d = self.d_optimizer_factory(self.discriminator.parameters())
         return self._with_schedulers([opt_g, opt_d])
 
+    def compilable(self, net: nn.Module) -> bool:
+        # R1 and the gradient penalty backpropagate through D's input gradient: D stays eager.
+        return not (net is self.discriminator and (self.gp_weight or self.r1_gamma))
+
     def private_nets(self) -> dict[str, nn.Module]:
         return {"discriminator": self.discriminator}  # the only net that sees real images
 
