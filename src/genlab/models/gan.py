@@ -200,8 +200,9 @@ class GAN(GenerativeModel):
             d_loss = d_loss + gp
         if self.r1_gamma and batch_idx % self.r1_every == 0:
             # Lazy regularisation: every r1_every batches, scaled up to keep its average weight.
+            # Not logged: Lightning re-logs a step metric's last value at every later logging
+            # step of the epoch, which a run resumed mid-epoch would not have (no bit-exact CSV).
             r1 = r1_penalty(self.discriminator, real_in, self.r1_gamma) * self.r1_every
-            self.log("train/r1_penalty", r1)
             d_loss = d_loss + r1
         self.backward_and_step(d_loss, opt_d, "train/d_loss")
 
