@@ -13,8 +13,8 @@ linear layer of D), ``label_smoothing`` (one-sided, non-saturating loss only), `
 (an exponential moving average of G's weights, used by ``generate``/``sample`` and saved in
 checkpoints), ``diffaugment`` (augment D's real and fake inputs), separate G/D learning rates
 (``d_optimizer``, TTUR), ``top_k`` (G learns from the fakes D rates best), ``gradient_clip_val``,
-``scheduler``. ``privacy.enabled=true`` trains
-D with DP-SGD (``genlab.callbacks.privacy``; G is private as post-processing of D).
+``scheduler``. ``privacy.enabled=true`` trains D with DP-SGD (``genlab.callbacks.privacy``; G is
+private as post-processing of D).
 """
 
 from __future__ import annotations
