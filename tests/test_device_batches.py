@@ -60,9 +60,9 @@ def test_mnist_on_device_matches_the_dataloader_contents() -> None:
     dm = MNISTDataModule(data_dir=str(SHIPPED), train_fraction=0.01, on_device=True)
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert isinstance(loader, DeviceBatches) and len(loader) == 550 // 128
+    assert isinstance(loader, DeviceBatches) and len(loader) == 550 // 64
     x, _ = next(iter(loader))
-    assert x.shape == (128, 1, 28, 28) and x.min() >= 0 and x.max() <= 1
+    assert x.shape == (64, 1, 28, 28) and x.min() >= 0 and x.max() <= 1
     reference = torch.stack([dm.train_set[i][0] for i in range(len(dm.train_set))])
     seen = torch.cat([x for x, _ in loader])
     # Every drawn image is one of the training images, unchanged.

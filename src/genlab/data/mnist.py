@@ -277,7 +277,7 @@ class MNISTDataModule(SplitDataModule):
         self,
         data_dir: str = "data",
         dataset: str = "mnist",
-        batch_size: int = 128,
+        batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool | str = "auto",
         persistent_workers: bool = False,
