@@ -173,6 +173,24 @@ def test_summary_picks_the_best_by_the_monitor_mode(tmp_path: Path) -> None:
     assert [p.name for p in summary["plots"]] == ["plot_val_elbo_vs_model_beta.png"]
 
 
+def test_summary_of_a_sweep_across_models_names_no_best(tmp_path: Path) -> None:
+    # model=gan,vae: a GAN's val/fid (lower is better) cannot be ranked against a val/elbo.
+    runs = [("gan", "val/fid", "min", 20.0), ("vae", "val/elbo", "max", -95.0)]
+    for num, (model, monitor, mode, score) in enumerate(runs):
+        job = tmp_path / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- model={model}\n")
+        write_result(job, {"status": "ok", "monitor": monitor, "monitor_mode": mode,
+                           "best_score": score, "metrics": {monitor: score}})  # fmt: skip
+    summary = summarize(tmp_path)
+    assert summary["best"] is None
+    assert "Best: job" not in summary["markdown"]
+    assert (
+        "No best job: the jobs monitor different metrics (val/fid (min), val/elbo (max)"
+        in (summary["markdown"])
+    )
+
+
 def test_summarize_cli_on_a_missing_directory_is_one_line(tmp_path: Path) -> None:
     result = run_script("-m", "genlab.sweeps", "summarize", str(tmp_path / "nope"))
     assert result.returncode != 0

@@ -97,10 +97,23 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def best_job(jobs: list[Job]) -> Job | None:
-    """The finished job with the best monitor value, by the monitor's own mode."""
+def monitors(jobs: list[Job]) -> list[str]:
+    """The distinct ``monitor (mode)`` of the finished jobs: one unless the sweep mixed models
+    (``model=gan,vae``), whose best values cannot be compared."""
     done = [j for j in jobs if j.status == "ok" and j.value("best") is not None]
-    if not done:
+    names = (f"{j.result.get('monitor')} ({j.result.get('monitor_mode')})" for j in done)
+    return list(dict.fromkeys(names))
+
+
+def mixed_monitors(jobs: list[Job]) -> str:
+    return ", ".join(monitors(jobs)) + "; compare their columns instead"
+
+
+def best_job(jobs: list[Job]) -> Job | None:
+    """The finished job with the best monitor value, by the monitor's own mode; None when
+    none finished or the jobs monitor different metrics (a val/fid is no val/elbo)."""
+    done = [j for j in jobs if j.status == "ok" and j.value("best") is not None]
+    if not done or len(monitors(done)) > 1:
         return None
     sign = -1.0 if done[0].result.get("monitor_mode") == "max" else 1.0
     return min(done, key=lambda j: sign * float(j.value("best")))  # type: ignore[arg-type]
@@ -158,6 +171,8 @@ def summarize(
             f"All its overrides: {best.dir / '.hydra' / 'overrides.yaml'}",
             f"Checkpoint: {best.result.get('best_model_path') or '-'}",
         ]
+    elif len(monitors(jobs)) > 1:
+        lines += ["", f"No best job: the jobs monitor different metrics ({mixed_monitors(jobs)})."]
     failed = [j for j in jobs if j.status != "ok"]
     if failed:
         lines += ["", "Not finished:"]
@@ -268,6 +283,8 @@ class SummarizeSweep(Callback):
                 best.num, best.result.get("monitor"), best.value("best"), overrides,
                 best.result.get("best_model_path") or "-",
             )  # fmt: skip
+        elif len(monitors(summary["jobs"])) > 1:
+            log.info("no best job: the jobs monitor %s", mixed_monitors(summary["jobs"]))
         failed = [j for j in summary["jobs"] if j.status != "ok"]
         if failed:
             log.warning(
