@@ -85,6 +85,42 @@ def test_gan_steps_both_players(digits: torch.Tensor, n_critic: int, g_steps: in
         assert torch.isfinite(trainer.callback_metrics[key]), key
 
 
+def test_lazy_r1_logs_its_latest_value_on_every_logging_step(digits: torch.Tensor) -> None:
+    # R1 runs on batches 0 and 2 of each 4-batch epoch; the logging step is the epoch's last
+    # batch (3), which must log batch 2's value, and a checkpoint must carry it to a resume.
+    pl.seed_everything(0)
+    gan = tiny_gan(r1_gamma=1.0, r1_every=2)
+    where, computed, logged = [None], {}, []
+    d_step, keep, log = gan._discriminator_step, gan.log_latest, gan.log
+
+    def spy_d_step(opt_d, real, fake, batch_idx, log_now):
+        where[0] = (gan.current_epoch, batch_idx)
+        d_step(opt_d, real, fake, batch_idx, log_now)
+
+    def spy_keep(name, value):
+        computed[where[0]] = value.detach().clone()
+        keep(name, value)
+
+    def spy_log(name, value, *args, **kwargs):
+        if name == "train/r1_penalty":
+            logged.append((where[0], value.detach().clone()))
+        log(name, value, *args, **kwargs)
+
+    gan._discriminator_step, gan.log_latest, gan.log = spy_d_step, spy_keep, spy_log
+    fit(gan, digits[:128], epochs=2)
+    assert sorted(computed) == [(0, 0), (0, 2), (1, 0), (1, 2)]
+    assert [at for at, _ in logged] == [(0, 3), (1, 3)]
+    for (epoch, _), value in logged:
+        assert torch.equal(value, computed[(epoch, 2)]) and value > 0
+
+    checkpoint: dict = {}
+    gan.on_save_checkpoint(checkpoint)
+    resumed = tiny_gan(r1_gamma=1.0, r1_every=2)
+    resumed.on_load_checkpoint(checkpoint)
+    saved = checkpoint["genlab_latest_metrics"]["train/r1_penalty"]
+    assert torch.equal(saved, computed[(1, 2)])
+
+
 def test_top_k_training_teaches_g_with_the_fakes_d_rates_best(digits: torch.Tensor) -> None:
     pl.seed_everything(0)
     gan = tiny_gan(top_k=0.25, top_k_decay=0.5)  # kept: 1, 0.5, then 0.25 of each batch

@@ -79,6 +79,7 @@ class GenerativeModel(pl.LightningModule):
         self.gradient_clip_val = gradient_clip_val
         self.compile_nets, self.channels_last = compile, channels_last
         self._nets_configured = False
+        self._latest: dict[str, torch.Tensor] = {}  # see log_latest
 
     # --- what the model declares --------------------------------------------------------------
     def prepare_test(self, metrics: Sequence[str], nll_samples: int) -> None:
@@ -206,6 +207,28 @@ class GenerativeModel(pl.LightningModule):
         # Loggers record every log_every_n_steps-th batch of the run (manual optimisation).
         batches = trainer.current_epoch * trainer.num_training_batches + batch_idx + 1
         return batches % trainer.log_every_n_steps == 0
+
+    def log_latest(self, name: str, value: torch.Tensor) -> None:
+        """Log a training metric computed on only some batches (a lazy penalty, one batch in
+        16): its latest value is logged on every logging step and saved in checkpoints.
+
+        Logged directly, such a metric would go stale: Lightning re-logs a step metric's last
+        value at every later logging step of the epoch, and a run resumed mid-epoch lacks
+        that value, so its metrics CSV would differ from an uninterrupted run's."""
+        self._latest[name] = value.detach()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._latest and self.logging_step(batch_idx):
+            for name, value in self._latest.items():
+                self.log(name, value)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._latest:
+            checkpoint["genlab_latest_metrics"] = {k: v.cpu() for k, v in self._latest.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("genlab_latest_metrics", {})
+        self._latest = {k: v.to(self.device) for k, v in saved.items()}
 
     def backward_and_step(self, loss: torch.Tensor, optimizer: Any, name: str) -> None:
         """zero_grad -> backward -> step (clipping in between, see below), after refusing a

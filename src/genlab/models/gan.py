@@ -200,10 +200,9 @@ class GAN(GenerativeModel):
             d_loss = d_loss + gp
         if self.r1_gamma and batch_idx % self.r1_every == 0:
             # Lazy regularisation: every r1_every batches, scaled up to keep its average weight.
-            # Not logged: Lightning re-logs a step metric's last value at every later logging
-            # step of the epoch, which a run resumed mid-epoch would not have (no bit-exact CSV).
-            r1 = r1_penalty(self.discriminator, real_in, self.r1_gamma) * self.r1_every
-            d_loss = d_loss + r1
+            r1 = r1_penalty(self.discriminator, real_in, self.r1_gamma)
+            self.log_latest("train/r1_penalty", r1)  # computed on some batches only
+            d_loss = d_loss + r1 * self.r1_every
         self.backward_and_step(d_loss, opt_d, "train/d_loss")
 
     def _log_discriminator(self, stage, d_loss, real_logits, fake_logits) -> None:
