@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import platform
 import shlex
@@ -100,8 +101,12 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax.set(xlabel="minutes of training (wall clock)", ylabel="test FID (lower is better)")
     ax.set_yscale("log")
     plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 12, not 1.2 x 10^1
+    # Minor ticks labelled at 2, 3 and 5 x 10^k only: all eight would overlap near each decade.
+    sparse = matplotlib.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if round(v / 10 ** math.floor(math.log10(v))) in (2, 3, 5) else ""
+    )
     ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain)
+    ax.yaxis.set_minor_formatter(sparse)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
