@@ -113,12 +113,16 @@ def test_lazy_r1_logs_its_latest_value_on_every_logging_step(digits: torch.Tenso
     for (epoch, _), value in logged:
         assert torch.equal(value, computed[(epoch, 2)]) and value > 0
 
+    # A model resumed from a checkpoint logs the saved value at its first logging step.
     checkpoint: dict = {}
     gan.on_save_checkpoint(checkpoint)
     resumed = tiny_gan(r1_gamma=1.0, r1_every=2)
     resumed.on_load_checkpoint(checkpoint)
-    saved = checkpoint["genlab_latest_metrics"]["train/r1_penalty"]
-    assert torch.equal(saved, computed[(1, 2)])
+    relogged = []
+    resumed.log = lambda name, value, *args, **kwargs: relogged.append((name, value))
+    resumed.on_train_batch_end(None, None, 0)  # no trainer: every batch is a logging step
+    assert [name for name, _ in relogged] == ["train/r1_penalty"]
+    assert torch.equal(relogged[0][1], computed[(1, 2)])
 
 
 def test_top_k_training_teaches_g_with_the_fakes_d_rates_best(digits: torch.Tensor) -> None:

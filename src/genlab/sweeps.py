@@ -97,22 +97,21 @@ def _number(text: str | None) -> float | None:
         return None
 
 
+def _finished(jobs: list[Job]) -> list[Job]:
+    return [j for j in jobs if j.status == "ok" and j.value("best") is not None]
+
+
 def monitors(jobs: list[Job]) -> list[str]:
     """The distinct ``monitor (mode)`` of the finished jobs: one unless the sweep mixed models
     (``model=gan,vae``), whose best values cannot be compared."""
-    done = [j for j in jobs if j.status == "ok" and j.value("best") is not None]
-    names = (f"{j.result.get('monitor')} ({j.result.get('monitor_mode')})" for j in done)
+    names = (f"{j.result.get('monitor')} ({j.result.get('monitor_mode')})" for j in _finished(jobs))
     return list(dict.fromkeys(names))
-
-
-def mixed_monitors(jobs: list[Job]) -> str:
-    return ", ".join(monitors(jobs)) + "; compare their columns instead"
 
 
 def best_job(jobs: list[Job]) -> Job | None:
     """The finished job with the best monitor value, by the monitor's own mode; None when
     none finished or the jobs monitor different metrics (a val/fid is no val/elbo)."""
-    done = [j for j in jobs if j.status == "ok" and j.value("best") is not None]
+    done = _finished(jobs)
     if not done or len(monitors(done)) > 1:
         return None
     sign = -1.0 if done[0].result.get("monitor_mode") == "max" else 1.0
@@ -163,6 +162,11 @@ def summarize(
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
     best = best_job(jobs)
+    watched = monitors(jobs)
+    no_best = None
+    if best is None and len(watched) > 1:
+        no_best = (f"No best job: the jobs monitor different metrics ({', '.join(watched)}; "
+                   "compare their columns instead).")  # fmt: skip
     if best is not None:
         lines += [
             "",
@@ -171,8 +175,8 @@ def summarize(
             f"All its overrides: {best.dir / '.hydra' / 'overrides.yaml'}",
             f"Checkpoint: {best.result.get('best_model_path') or '-'}",
         ]
-    elif len(monitors(jobs)) > 1:
-        lines += ["", f"No best job: the jobs monitor different metrics ({mixed_monitors(jobs)})."]
+    elif no_best:
+        lines += ["", no_best]
     failed = [j for j in jobs if j.status != "ok"]
     if failed:
         lines += ["", "Not finished:"]
@@ -188,6 +192,7 @@ def summarize(
         "jobs": jobs,
         "params": params,
         "best": best,
+        "no_best": no_best,  # why no job is named best, when jobs monitor different metrics
         "markdown": markdown,
         "plots": [p for p in plots if p is not None],
     }
@@ -283,8 +288,8 @@ class SummarizeSweep(Callback):
                 best.num, best.result.get("monitor"), best.value("best"), overrides,
                 best.result.get("best_model_path") or "-",
             )  # fmt: skip
-        elif len(monitors(summary["jobs"])) > 1:
-            log.info("no best job: the jobs monitor %s", mixed_monitors(summary["jobs"]))
+        elif summary["no_best"]:
+            log.info(summary["no_best"])
         failed = [j for j in summary["jobs"] if j.status != "ok"]
         if failed:
             log.warning(
