@@ -39,6 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("nets/metrics/data", ("genlab.nets", "genlab.metrics", "genlab.data")),
     # Exact resume: the data loaders build on genlab.resume.loader, so it sits right above utils.
     ("resume", ("genlab.resume",)),
+    # What a stored config may build: read by resume and the tasks, imports only the floor.
+    ("checkpoints", ("genlab.checkpoints",)),
     ("floor", ("genlab.utils", "genlab.errors")),
 ]
 

@@ -31,14 +31,17 @@ from genlab.resume.stored_config import StoreConfigInCheckpoint
 
 
 def resume_callbacks(
-    checkpoint_dir: str | Path, config: dict, every_n_batches: int | None = None
+    checkpoint_dir: str | Path,
+    config: dict,
+    every_n_batches: int | None = None,
+    config_file_sha256: str | None = None,
 ) -> list[Callback]:
     """The callbacks a run needs to be resumed exactly from ``checkpoint_dir/last.ckpt``."""
     progress = BatchProgress()
     return [
         progress,
         RNGStates(),
-        StoreConfigInCheckpoint(config),
+        StoreConfigInCheckpoint(config, config_file_sha256),
         CheckpointOnInterrupt(checkpoint_dir, progress, every_n_batches=every_n_batches),
         # last.ckpt after every epoch. A callback of its own: Lightning >= 2.5 writes a
         # monitoring ModelCheckpoint's save_last only in epochs where the monitor improved.

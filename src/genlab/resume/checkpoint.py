@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import io
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,14 @@ from hydra.utils import instantiate
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from genlab.checkpoints.trust import check_stored_config
 from genlab.errors import CheckpointError
 from genlab.resume.stored_config import CONFIG_KEY
 from genlab.utils.atomic import atomic_path
 from genlab.utils.pretrained import pretrained_hint, resolve_checkpoint
 
 _NO_SPACE = {errno.ENOSPC: "no space left", errno.EDQUOT: "the disk quota is used up"}
+_TOO_BIG = {errno.EFBIG}  # the process's file-size limit (ulimit -f) or the file system's
 _NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 
@@ -56,9 +59,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 f.write(data)
         except OSError as err:
-            if err.errno in _NO_SPACE or err.errno in _NOT_WRITABLE:
+            if err.errno in _NO_SPACE or err.errno in _NOT_WRITABLE or err.errno in _TOO_BIG:
                 raise CheckpointError(_write_failure(path, len(data), err)) from err
             raise
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Lightning's resume and ``test(ckpt_path=...)`` read through here: always weights
+        only, whatever Lightning or the environment default to (a checkpoint is data; genlab's
+        hold tensors and plain values only)."""
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location=map_location)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        # Onto the CPU by default, as Lightning's own reader does: the strategy moves it.
+        cpu = map_location if map_location is not None else (lambda storage, loc: storage)
+        return torch.load(path, map_location=cpu, weights_only=True)
 
 
 def _write_failure(path: Path, size: int, err: OSError) -> str:
@@ -66,11 +83,13 @@ def _write_failure(path: Path, size: int, err: OSError) -> str:
     folder = path.parent
     run_dir = folder.parent if folder.name == "checkpoints" else folder
     fix = "free space there" if err.errno in _NO_SPACE else "make the folder writable"
+    if err.errno in _TOO_BIG:
+        fix = "raise the file-size limit (ulimit -f) or write to another file system"
     if (folder / "last.ckpt").is_file():  # what resume= continues from
         kept = "The previous last.ckpt" if path.name == "last.ckpt" else "Its last.ckpt"
-        then = f"{kept} is intact: {fix}, then resume with python train.py resume={run_dir}."
-    elif err.errno in _NO_SPACE:
-        then = "No last.ckpt was written yet: free space there and start the run again."
+        then = f"{kept} is intact: {fix}, then resume with python train.py resume={shlex.quote(str(run_dir))}."
+    elif err.errno in _NO_SPACE or err.errno in _TOO_BIG:
+        then = f"No last.ckpt was written yet: {fix} and start the run again."
     else:
         then = "No last.ckpt was written yet: start the run again with paths.log_dir=<a "
         then += "writable folder>."
@@ -81,6 +100,8 @@ def _write_failure(path: Path, size: int, err: OSError) -> str:
             free = ""
         what = f"{_NO_SPACE[err.errno]} on the disk holding {folder} (the checkpoint needs "
         what += f"{_size(size)}{free})"
+    elif err.errno in _TOO_BIG:
+        what = f"the file would exceed the size limit ({err.strerror}; it needs {_size(size)})"
     else:
         what = f"the folder {folder} is not writable ({err.strerror})"
     return f"cannot write checkpoint {path}: {what}. {then}"
@@ -137,12 +158,25 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def stored_config(checkpoint: dict, path: str | Path, trust: bool = False) -> DictConfig:
+    """The config ``checkpoint`` (read from ``path``) carries, checked before anything is built
+    from it: every ``_target_`` vouched for, every value plain data of the right type
+    (genlab.checkpoints.trust; ``trust=True`` accepts it knowingly)."""
+    config = checkpoint[CONFIG_KEY]
+    check_stored_config(config, path, trust=trust)
+    return OmegaConf.create(config)
+
+
 def load_model(
-    path: str | Path, map_location: str | torch.device = "cpu"
+    path: str | Path, map_location: str | torch.device = "cpu", trust: bool = False
 ) -> tuple[pl.LightningModule, DictConfig]:
-    """Return (model in eval mode with the checkpoint's weights, the run's config)."""
+    """Return (model in eval mode with the checkpoint's weights, the run's config).
+
+    The stored config is checked before the model is built from it: a checkpoint from someone
+    else cannot make this call run code (docs/security.md). ``trust=True`` skips that check
+    for a file whose author you trust."""
     ckpt = read_checkpoint(path)
-    cfg = OmegaConf.create(ckpt[CONFIG_KEY])
+    cfg = stored_config(ckpt, path, trust=trust)
     try:
         model = instantiate(cfg.model)
         privacy = cfg.get("privacy")

@@ -14,20 +14,22 @@ checkpoint are moved there, never followed.
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from genlab.checkpoints.trust import check_stored_config, foreign_paths
 from genlab.errors import ConfigError
 from genlab.resume.checkpoint import read_checkpoint
-from genlab.resume.stored_config import CONFIG_KEY
+from genlab.resume.stored_config import CONFIG_FILE_KEY, CONFIG_KEY, config_file_sha256
 from genlab.utils.run_dir import check_writable
 
 log = logging.getLogger(__name__)
 
 # Keys of the resume command that are not settings of the resumed run.
-_NOT_CARRIED = ("resume", "ckpt_path", "hydra.")
+_NOT_CARRIED = ("resume", "ckpt_path", "trust_checkpoint", "hydra.")
 
 
 def latest_run(runs_dir: Path) -> Path:
@@ -91,12 +93,21 @@ def last_checkpoint(resume: str | Path) -> Path:
 
 
 def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The config to continue ``cfg.resume`` with: the run's stored config + ``overrides``."""
+    """The config to continue ``cfg.resume`` with: the run's stored config + ``overrides``.
+
+    The stored config is untrusted input (a run folder may come from someone else): it is
+    checked before anything is built from it, and no path it names is followed. Paths of the
+    run move to the folder named on the command line, the ``paths`` group is this machine's, and
+    any other path outside the run, the data and the cache folders is refused unless the
+    command sets that key again (or ``trust_checkpoint=true``)."""
     resume = cfg.resume
     if str(resume) == "latest":
         resume = latest_run(Path(cfg.paths.log_dir) / cfg.task_name / "runs")
     ckpt = last_checkpoint(resume)
-    stored = read_checkpoint(ckpt)[CONFIG_KEY]
+    trust = cfg.get("trust_checkpoint") is True
+    checkpoint = read_checkpoint(ckpt)
+    stored = checkpoint[CONFIG_KEY]
+    check_stored_config(stored, ckpt, trust=trust)
     # Continue where the user pointed, wherever the run was when the checkpoint was written.
     here = run_dir_of(ckpt.resolve())
     for folder in (here, here / "checkpoints"):
@@ -107,9 +118,13 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
                 "lose its checkpoints. Make it writable, or copy the run folder somewhere "
                 "writable and resume the copy."
             )
-    resumed = OmegaConf.create(relocate(stored, stored["paths"]["output_dir"], str(here)))
+    warn_if_config_edited(here, checkpoint)
+    local = {k: str(v) for k, v in OmegaConf.to_container(cfg.paths, resolve=True).items()}
+    local["output_dir"] = str(here)
+    resumed = OmegaConf.create(_localize(stored, local))
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    overridden = []
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
         if key.startswith(_NOT_CARRIED):
@@ -128,8 +143,55 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
                 "them; start a new run to change it."
             )
         OmegaConf.update(resumed, key, override.value(), force_add=True)
+        overridden.append(key)
+    if not trust:
+        _refuse_foreign_paths(resumed, [here, local["data_dir"], local["cache_dir"]], overridden)
     with open_dict(resumed):
         resumed.ckpt_path = str(ckpt)
         resumed.resume = None
     log.info("resuming %s in %s", ckpt, resumed.paths.output_dir)
     return resumed
+
+
+def _localize(stored: dict, local: dict[str, str]) -> dict:
+    """``stored`` with the run's own folders moved to this machine's: the run folder to where
+    it is now, the data, cache, log and root folders to this config's ``paths``."""
+    old = stored.get("paths") or {}
+    moves = [(str(old[k]), local[k]) for k in local if isinstance(old.get(k), str) and old[k]]
+    node = stored
+    for before, after in sorted(moves, key=lambda m: -len(m[0])):  # the most specific first
+        if before.startswith("/") and before != "/":
+            node = relocate(node, before, after)
+    return {**node, "paths": dict(local)}
+
+
+def _refuse_foreign_paths(resumed: DictConfig, allowed: list, overridden: list[str]) -> None:
+    """A stored path outside the run (a sample folder, a logger's save_dir) would be written to
+    or read from at the checkpoint author's choosing: refused unless the command sets it."""
+    config = OmegaConf.to_container(resumed, resolve=False)
+    for key, value in foreign_paths(config, allowed):
+        if key.startswith("paths.") or any(key == k or key.startswith(f"{k}.") for k in overridden):
+            continue
+        raise ConfigError(
+            f"resume: the stored config's {key}={value} points outside the run folder, its data "
+            "and cache folders; a resumed run does not follow stored paths. Set it on the "
+            f"command line ({key}=<path>) if you mean it, or trust_checkpoint=true to accept "
+            "the run's config as it is (docs/security.md)."
+        )
+
+
+def warn_if_config_edited(run_dir: Path, checkpoint: dict) -> None:
+    """``.hydra/config.yaml`` is a record of how the run started; a resume takes its config from
+    the checkpoint. A hand edit there would be ignored silently: say so."""
+    recorded = checkpoint.get(CONFIG_FILE_KEY)
+    path = run_dir / ".hydra" / "config.yaml"
+    if not recorded or not path.is_file():
+        return
+    if config_file_sha256(path) != recorded:
+        log.warning(
+            "%s was changed after the run started; a resumed run takes its config from "
+            "checkpoints/last.ckpt and ignores that file. Change settings on the resume "
+            "command instead (python train.py resume=%s key=value).",
+            path,
+            shlex.quote(str(run_dir)),
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -9,19 +11,28 @@ from pytorch_lightning.loggers import WandbLogger
 
 CONFIG_KEY = "genlab_config"  # where checkpoints keep the run's resolved config
 WANDB_ID_KEY = "wandb_run_id"  # and the W&B run they belong to, so a resume continues it
+# The SHA256 of the run's .hydra/config.yaml as it started: a resume warns about hand edits there.
+CONFIG_FILE_KEY = "genlab_config_file_sha256"
+
+
+def config_file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 class StoreConfigInCheckpoint(pl.Callback):
     """Makes checkpoints self-describing: ``sample.py ckpt_path=...`` needs nothing else, and
     ``train.py ckpt_path=...`` continues the same W&B run."""
 
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: dict, config_file_sha256: str | None = None) -> None:
         self.config = config
+        self.config_file_sha256 = config_file_sha256
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         checkpoint[CONFIG_KEY] = self.config
+        if self.config_file_sha256:
+            checkpoint[CONFIG_FILE_KEY] = self.config_file_sha256
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 checkpoint[WANDB_ID_KEY] = logger.version

@@ -94,10 +94,15 @@ def resolve_checkpoint(spec: str | Path) -> Path:
         _verify(path, name, sums)
         return path
     path = Path(text)
-    if path.suffix == ".ckpt" and path.is_file() and path.resolve().parent == folder.resolve():
-        sums = read_sums(folder)
-        if path.stem in sums:
-            _verify(path, path.stem, sums)
+    if path.suffix == ".ckpt" and path.is_file():
+        # By the name it is reached under and by the file it really is: a link to a shipped
+        # checkpoint (or a shipped name that is a link) is checked like the file itself.
+        sums = None
+        for candidate in (path.absolute(), path.resolve()):
+            if candidate.parent.resolve() == folder.resolve():
+                sums = read_sums(folder) if sums is None else sums
+                if candidate.stem in sums:
+                    _verify(candidate, candidate.stem, sums)
     return path
 
 

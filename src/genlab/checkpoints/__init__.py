@@ -1,0 +1,1 @@
+"""Checkpoints as untrusted input: what a stored config may build (``trust``)."""
