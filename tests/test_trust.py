@@ -314,3 +314,36 @@ def test_eval_uses_this_machines_data_folder(good_run: Path, tmp_path: Path) -> 
     (tmp_path / "someone else's folder").mkdir()
     cfg = OmegaConf.create({"data": None, "paths": {"data_dir": "/local/data"}})
     assert _data_config(cfg, train_cfg, {})["data_dir"] == "/local/data"
+
+
+def test_a_copied_run_folder_resumes_with_its_best_checkpoint(good_run: Path, tmp_path: Path):
+    """Callback states name the run's files: in a copy they are moved to the copy, so the
+    best score carries over (Lightning would otherwise reset it and call the next epoch best)."""
+    import csv
+    import json
+
+    run = tmp_path / "copy"
+    shutil.copytree(good_run, run)
+    result = run_script("train.py", f"resume={run}", "trainer.max_epochs=3", "test=false")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "dirpath has changed" not in result.stdout + result.stderr  # the states were reloaded
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    fids = {int(r["epoch"]): float(r["val/fid"]) for r in rows if r.get("val/fid")}
+    assert sorted(fids) == [0, 1, 2]
+    best_epoch = min(fids, key=fids.get)
+    outcome = json.loads((run / "result.json").read_text())
+    assert outcome["best_score"] == pytest.approx(fids[best_epoch], rel=1e-5)
+    assert outcome["best_model_path"] == str(run / "checkpoints" / f"epoch{best_epoch:03d}.ckpt")
+
+
+def test_a_callback_state_path_outside_the_run_is_refused(good_run: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    path = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    for state in checkpoint["callbacks"].values():
+        if "best_model_path" in state:
+            state["best_model_path"] = str(tmp_path / "elsewhere" / "other.ckpt")
+    torch.save(checkpoint, path)
+    result = run_script("train.py", f"resume={run}", "trainer.max_epochs=2")
+    _refused(result, "callback states name")

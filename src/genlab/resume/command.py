@@ -18,12 +18,14 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genlab.checkpoints.trust import check_stored_config, foreign_paths
 from genlab.errors import ConfigError
 from genlab.resume.checkpoint import read_checkpoint
 from genlab.resume.stored_config import CONFIG_FILE_KEY, CONFIG_KEY, config_file_sha256
+from genlab.utils.atomic import atomic_path
 from genlab.utils.run_dir import check_writable
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,8 @@ def run_dir_of(checkpoint: Path) -> Path:
 def relocate(node: Any, old: str, new: str) -> Any:
     """``node`` with every path under ``old`` moved under ``new`` (the stored config is
     resolved: checkpoint, sample and log folders are absolute paths of where the run was)."""
-    if isinstance(node, dict):
-        return {k: relocate(v, old, new) for k, v in node.items()}
+    if isinstance(node, dict):  # keys too: ModelCheckpoint's best_k_models is {path: score}
+        return {relocate(k, old, new): relocate(v, old, new) for k, v in node.items()}
     if isinstance(node, list):
         return [relocate(v, old, new) for v in node]
     if isinstance(node, str) and (node == old or node.startswith(old.rstrip("/") + "/")):
@@ -119,6 +121,7 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
                 "writable and resume the copy."
             )
     warn_if_config_edited(here, checkpoint)
+    _relocate_callback_states(ckpt, checkpoint, stored, here, trust)
     local = {k: str(v) for k, v in OmegaConf.to_container(cfg.paths, resolve=True).items()}
     local["output_dir"] = str(here)
     resumed = OmegaConf.create(_localize(stored, local))
@@ -178,6 +181,43 @@ def _refuse_foreign_paths(resumed: DictConfig, allowed: list, overridden: list[s
             f"command line ({key}=<path>) if you mean it, or trust_checkpoint=true to accept "
             "the run's config as it is (docs/security.md)."
         )
+
+
+def _relocate_callback_states(
+    path: Path, checkpoint: dict, stored: dict, here: Path, trust: bool
+) -> None:
+    """Callback states hold paths too (ModelCheckpoint's best and top-k files): for a run folder
+    that was moved or copied, rewrite ``last.ckpt`` with them moved here, so the best score and
+    checkpoint carry over exactly instead of pointing at the old folder. A path outside the run
+    is refused, as in the config."""
+    states = checkpoint.get("callbacks")
+    old = (stored.get("paths") or {}).get("output_dir")
+    if not isinstance(states, dict) or not isinstance(old, str) or not old.startswith("/"):
+        return
+    moved = relocate(states, old, str(here)) if old != str(here) else states
+    if not trust:
+        for text in _strings(moved):
+            if foreign_paths({"": text}, [here]):
+                raise ConfigError(
+                    f"resume: {path}'s callback states name {text}, outside the run folder; a "
+                    "resumed run does not follow stored paths. Resume a checkpoint written by "
+                    "genlab's train.py, or trust_checkpoint=true if you trust its author "
+                    "(docs/security.md)."
+                )
+    if old != str(here) and any(t.startswith(old) for t in _strings(states)):
+        checkpoint["callbacks"] = moved
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+        log.info("moved the callback states of %s from %s to %s", path, old, here)
+
+
+def _strings(node: Any) -> list[str]:
+    """Every string of a tree of dicts and lists, keys included."""
+    if isinstance(node, dict):
+        return [s for k, v in node.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(node, (list, tuple)):
+        return [s for v in node for s in _strings(v)]
+    return [node] if isinstance(node, str) else []
 
 
 def warn_if_config_edited(run_dir: Path, checkpoint: dict) -> None:
