@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 import genlab  # noqa: F401  (registers the config resolvers)
 from genlab.sample import run
-from genlab.utils.cli import exit_if_plugin_missing, exit_on_user_error
+from genlab.utils.cli import exit_if_plugin_missing, exit_on_user_error, unknown_keys_as_one_line
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
@@ -19,4 +19,5 @@ def main(cfg: DictConfig):
 if __name__ == "__main__":
     # Before Hydra composes: a sweeper/launcher without its extra is one line, not a traceback.
     exit_if_plugin_missing(Path(__file__).parent / "conf", "sample")
-    main()
+    with unknown_keys_as_one_line(Path(__file__).parent / "conf", "sample"):  # model.lattent_dim=8
+        main()

@@ -25,6 +25,7 @@ class MLPVAE(GenerativeModel):
     monitor = "val/elbo"  # logged by validation_step below; higher is better
     monitor_mode = "max"
     model_metrics = ("elbo",)  # what its test_step adds to eval.py's sample metrics
+    logged_metrics = ("train/elbo", "val/elbo")  # what model.monitor may name
 
     def __init__(
         self,

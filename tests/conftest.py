@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
+import select
+import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -122,3 +129,102 @@ def run_script(
         text=True,
         timeout=timeout,
     )
+
+
+# --- running as an unprivileged user -------------------------------------------------------------
+
+UNPRIVILEGED_ID = 65534  # uid and gid of nobody/nogroup on most Linux systems
+T = TypeVar("T")
+
+
+def permissions_bite() -> bool:
+    """True where file modes stop this process: False as root (CAP_DAC_OVERRIDE writes into
+    a read-only folder), which is how CI runs."""
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o500)
+        try:
+            Path(folder, "probe").touch()
+        except PermissionError:
+            return True
+        finally:
+            os.chmod(folder, 0o700)
+    return False
+
+
+@pytest.fixture
+def unprivileged_dir() -> Iterator[Path]:
+    """An empty folder that ``as_unprivileged`` code owns. (``tmp_path`` sits below a folder
+    only root may enter, so the switched user could not reach it.)"""
+    folder = Path(tempfile.mkdtemp(prefix="genlab-unprivileged-"))
+    if os.geteuid() == 0:
+        os.chown(folder, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
+    try:
+        yield folder
+    finally:
+        for sub, _, _ in os.walk(folder):  # a test's read-only folders must not block cleanup
+            os.chmod(sub, 0o700)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def as_unprivileged(fn: Callable[[], T], timeout: float = 60) -> T:
+    """``fn()`` where file permissions bite, its result returned and its exception raised here.
+
+    Unprivileged already: called directly. As root (CI): run in a forked child that drops to
+    uid/gid 65534 without supplementary groups, which also clears its capabilities. A fork
+    rather than ``setpriv``/``runuser`` + a new interpreter: the child needs neither those
+    tools nor read access to the venv or the repo. Modules ``fn`` imports lazily should be
+    imported first (a root-only Python install would be unreadable after the switch). Skips
+    only where no switch is possible: a non-root user whom modes do not stop, or a system
+    without uid 65534 (e.g. a user namespace that does not map it)."""
+    if permissions_bite():
+        return fn()
+    if os.geteuid() != 0:
+        pytest.skip("file modes do not stop this user (CAP_DAC_OVERRIDE?) and only root can switch")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read_end)
+            try:
+                os.setgroups([])
+                os.setresgid(UNPRIVILEGED_ID, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
+                os.setresuid(UNPRIVILEGED_ID, UNPRIVILEGED_ID, UNPRIVILEGED_ID)
+                if not permissions_bite():
+                    raise PermissionError("file modes still do not bite after the switch")
+            except OSError as err:
+                outcome = ("skip", f"cannot switch to uid {UNPRIVILEGED_ID}: {err}")
+            else:
+                try:
+                    outcome = ("ok", fn())
+                except BaseException as err:  # handed to the parent, raised there
+                    outcome = ("raised", err)
+            try:
+                payload = pickle.dumps(outcome)
+            except Exception as err:  # an unpicklable result or exception: its text
+                payload = pickle.dumps(("raised", RuntimeError(f"{outcome!r} ({err})")))
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(payload)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    chunks, deadline = [], time.monotonic() + timeout
+    with os.fdopen(read_end, "rb") as pipe:
+        while True:
+            ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail(f"as_unprivileged: the child ran past {timeout} s")
+            chunk = os.read(pipe.fileno(), 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    os.waitpid(pid, 0)
+    if not chunks:
+        pytest.fail("as_unprivileged: the child died without an answer")
+    status, value = pickle.loads(b"".join(chunks))
+    if status == "skip":
+        pytest.skip(value)
+    if status == "raised":
+        raise value
+    return value

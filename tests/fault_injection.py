@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -22,13 +23,39 @@ class SignalAt(pl.Callback):
 
 
 class SignalInValidation(pl.Callback):
-    """SIGTERM after the first validation batch of ``epoch`` (not during the sanity check)."""
+    """SIGTERM after validation batch ``batch`` of ``epoch`` (not during the sanity check):
+    ``signals`` of them at once (a scheduler that signals twice), in the first ``lives`` runs
+    of a run and its resumes (the count travels in the checkpoints, as the config does)."""
 
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, epoch: int, batch: int = 0, signals: int = 1, lives: int = 1) -> None:
+        self.epoch, self.batch, self.signals, self.lives = epoch, batch, signals, lives
+        self.fired = 0  # runs stopped so far
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *_) -> None:
-        if not trainer.sanity_checking and trainer.current_epoch == self.epoch and batch_idx == 0:
+        if trainer.sanity_checking or self.fired >= self.lives:
+            return
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            self.fired += 1
+            for _ in range(self.signals):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"fired": self.fired}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.fired = state_dict["fired"]
+
+
+class SignalWhileStopping(pl.Callback):
+    """Another SIGTERM while the first one's checkpoint is being written (a scheduler that
+    signals again, an impatient user)."""
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if trainer.interrupted and not self.sent:
+            self.sent = True
             os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -57,3 +84,27 @@ class CrashAt(pl.Callback):
             self.batch,
         ):
             raise RuntimeError("injected crash")
+
+
+class CrashInValidation(pl.Callback):
+    """Raise (a crash, a kill -9) after the first validation batch of ``epoch`` (not in the
+    sanity check), unless the run was resumed from a checkpoint (it crashes once)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *_) -> None:
+        first_life = trainer.ckpt_path is None and not trainer.sanity_checking
+        if first_life and (trainer.current_epoch, batch_idx) == (self.epoch, 0):
+            raise RuntimeError("injected crash")
+
+
+class DeleteFileAt(pl.Callback):
+    """Delete ``path`` after training batch ``batch`` of ``epoch`` (a clean-up script, a user)."""
+
+    def __init__(self, epoch: int, batch: int, path: str) -> None:
+        self.epoch, self.batch, self.path = epoch, batch, Path(path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            self.path.unlink()

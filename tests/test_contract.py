@@ -1,9 +1,10 @@
 """The model contract (docs/models.md), checked for every config in conf/model/.
 
 A model added to conf/model/ — genlab's or a researcher's own, wherever its class lives — is
-tested here without a new test: it trains with the default callbacks and logs its monitor,
-samples seeded images of the right shape and range, survives a checkpoint round trip, resumes
-bit-exactly, and ``eval.py`` scores its checkpoint.
+tested here without a new test: it passes the pre-flight check (genlab.models.contract), trains
+with the default callbacks and logs its monitor and the metrics it declares, samples seeded
+images of the right shape and range, survives a checkpoint round trip, resumes bit-exactly, and
+``eval.py`` scores its checkpoint.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from omegaconf import DictConfig, open_dict
 from genlab.evaluate import model_metrics
 from genlab.evaluate import run as evaluate
 from genlab.metrics.sampling import draw
+from genlab.models.contract import check_contract, declared_metrics
 from genlab.resume.checkpoint import load_model
 from genlab.resume.command import resume_config
-from genlab.train import run
+from genlab.train import callback_metrics, run
 from tests.conftest import CONF, tiny_overrides
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -56,6 +58,35 @@ def trained(request, tmp_path_factory) -> tuple[str, Path]:
     run_dir = tmp_path_factory.mktemp(f"contract_{model}")
     run(_compose("train", _overrides(model), run_dir))
     return model, run_dir
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_passes_the_preflight_check(model: str, tmp_path: Path) -> None:
+    """What train.py checks before loading data, here without training: seeded samples of the
+    data's shape in [0, 1], a monitor it or a callback logs, no RNG that resume would miss."""
+    cfg = _compose("train", _overrides(model), tmp_path)
+    check_contract(
+        instantiate(cfg.model),
+        monitor=cfg.model.monitor,
+        channels=cfg.data.channels,
+        image_size=cfg.data.image_size,
+        callback_metrics=callback_metrics(cfg),
+    )
+
+
+def test_declares_the_metrics_it_logs(trained) -> None:
+    """``logged_metrics`` (what model.monitor may name) is what training and validation log:
+    each logged metric declared, each declared validation metric logged (a training metric may
+    wait for a later batch than these short epochs reach: n_critic=5's generator loss)."""
+    _, run_dir = trained
+    model, cfg = load_model(run_dir / "checkpoints" / "last.ckpt")
+    declared = declared_metrics(model)
+    assert declared is not None, f"{type(model).__name__} declares no logged_metrics"
+    metrics = json.loads((run_dir / "result.json").read_text())["metrics"]
+    logged = {k for k in metrics if k.startswith(("train/", "val/"))} - set(callback_metrics(cfg))
+    assert logged <= declared, f"logged but not declared: {sorted(logged - declared)}"
+    unlogged = {m for m in declared - logged if m.startswith("val/")}
+    assert not unlogged, f"declared but never logged: {sorted(unlogged)}"
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -7,11 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torchvision import datasets
 
 from genlab.data.mnist import MNISTDataModule, ensure_raw_files, raw_file_names
 from genlab.errors import ConfigError, DataError
+from genlab.utils.validation import validate
 from tests.conftest import SHIPPED
 
 
@@ -146,3 +148,33 @@ def test_mnist_augment_list_applies_to_training_only() -> None:
     assert draws[0].shape == (1, 28, 28) and draws[0].min() >= 0 and draws[0].max() <= 1
     assert any(not torch.equal(draws[0], d) for d in draws[1:])
     assert torch.equal(dm.val_set[0][0], dm.val_set[0][0])
+
+
+def test_val_size_beyond_the_set_names_itself_the_size_and_the_range(make_cfg) -> None:
+    # It used to blame data.batch_size and advise "0 or less".
+    message = (
+        r"data.val_size=60000 leaves no training images: the mnist training set holds 60000, "
+        r".*Use 2 to 59999 \(default 5000\)"
+    )
+    with pytest.raises(ConfigError, match=message):
+        validate(make_cfg("data.val_size=60000"))  # at start-up, before any file is read
+    with pytest.raises(ConfigError, match=message) as err:  # and from the file itself
+        MNISTDataModule(data_dir=str(SHIPPED), val_size=60000).setup("fit")
+    assert "batch_size=" not in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"val_size=50001 .* cifar10 training set holds 50000"):
+        validate(make_cfg("data=cifar10", "data.val_size=50001"))
+    validate(make_cfg("data.val_size=59999"))  # the top of the range passes
+
+
+def test_one_validation_image_is_refused_at_setup_under_a_trainer() -> None:
+    dm = MNISTDataModule(data_dir=str(SHIPPED), val_size=1)
+    dm.setup("fit")  # inspected without a Trainer: any split
+    assert len(dm.val_set) == 1
+    dm = MNISTDataModule(data_dir=str(SHIPPED), val_size=1)
+    dm.trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(DataError) as err:
+        dm.setup("fit")  # what trainer.fit calls first: before any training step
+    assert str(err.value).startswith(
+        "data.val_size=1 leaves 1 validation image(s) and 59999 for training: validation needs >= 2"
+    )
+    assert str(err.value).endswith("Set data.val_size to 2 or more (default 5000).")

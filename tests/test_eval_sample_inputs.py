@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.errors import CheckpointError, ConfigError, DataError, GenlabError
-from genlab.evaluate import load_samples
+from genlab.evaluate import check_sample_shape, load_samples
 from genlab.evaluate import run as evaluate
 from genlab.metrics.sampling import draw
 from genlab.sample import run as sample
@@ -123,6 +123,33 @@ def test_too_few_samples_names_what_each_metric_needs(tmp_path: Path, make_cfg) 
     )  # fmt: skip
     with pytest.raises(ConfigError, match=r"num_samples=1 is too few: fid needs >= 2 \(a cov"):
         evaluate(cfg)  # checked before the (missing) checkpoint is opened
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((12, 1, 1, 1), r"holds 1x1 images, below the 8x8 that features=mnist_classifier scores"),
+        ((12, 3, 7, 7), r"holds 7x7 images, below the 8x8 that features=inception scores"),
+        ((12, 1, 28, 20), r"holds 28x20 images, but data sets give square ones"),
+    ],
+)
+def test_samples_the_data_cannot_give_are_refused(
+    shape: tuple[int, ...], message: str, tmp_path: Path, make_cfg
+) -> None:
+    # 1x1 "images" were scored against MNIST shrunk to 1x1.
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).random(shape, dtype=np.float32))
+    features = "inception" if shape[1] == 3 else "mnist_classifier"
+    cfg = make_cfg(f"samples={path}", "data=mnist", f"features={features}", config_name="eval")
+    with pytest.raises(DataError, match=message) as err:
+        evaluate(cfg)  # before the data, the features or their weights are loaded
+    text = str(err.value)
+    assert text.startswith(f"samples={path}") and text.endswith("(data.image_size=28).")
+
+
+def test_the_smallest_scored_samples_pass_the_shape_check(make_cfg) -> None:
+    cfg = make_cfg("samples=x.npy", "data=mnist", config_name="eval")
+    check_sample_shape(torch.zeros(2, 1, 8, 8), "x.npy", cfg.features, cfg.data)
 
 
 # eval.py argument -> what the line says; the checkpoint does not exist, so each must be

@@ -28,23 +28,7 @@ from genlab.train import run
 from genlab.utils import atomic
 from genlab.utils.atomic import TEMP_NAME, atomic_path, clean_stale_temporaries, current_umask
 from genlab.utils.cli import exit_on_user_error
-from tests.conftest import ROOT
-
-
-def _permissions_bite() -> bool:
-    """False where permissions stop nothing (root, or CAP_DAC_OVERRIDE)."""
-    with tempfile.TemporaryDirectory() as folder:
-        os.chmod(folder, 0o500)
-        try:
-            Path(folder, "probe").touch()
-        except PermissionError:
-            return True
-        finally:
-            os.chmod(folder, 0o700)
-    return False
-
-
-PERMISSIONS_BITE = _permissions_bite()
+from tests.conftest import ROOT, as_unprivileged
 
 
 def _ckpt(step: int) -> dict[str, Any]:
@@ -207,16 +191,19 @@ def test_read_only_checkpoint_folder_is_one_line_naming_it(
     assert f"the folder {folder} is not writable ({os.strerror(code)})" in str(err.value)
 
 
-@pytest.mark.skipif(not PERMISSIONS_BITE, reason="root writes into read-only folders")
-def test_real_read_only_folder(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    run_dir.chmod(0o500)  # checkpoints/ cannot even be created
-    try:
-        with pytest.raises(CheckpointError, match=f"the folder {run_dir / 'checkpoints'} is not"):
-            AtomicCheckpointIO().save_checkpoint(_ckpt(1), run_dir / "checkpoints" / "last.ckpt")
-    finally:
-        run_dir.chmod(0o700)
+def test_real_read_only_folder(tmp_path: Path, unprivileged_dir: Path) -> None:
+    # As root (CI) modes stop nothing: the write runs as an unprivileged user (conftest).
+    AtomicCheckpointIO().save_checkpoint(_ckpt(1), tmp_path / "warm" / "last.ckpt")  # imports
+    run_dir = unprivileged_dir / "run"
+
+    def save_into_read_only_folder() -> None:
+        run_dir.mkdir()
+        run_dir.chmod(0o500)  # checkpoints/ cannot even be created
+        AtomicCheckpointIO().save_checkpoint(_ckpt(1), run_dir / "checkpoints" / "last.ckpt")
+
+    with pytest.raises(CheckpointError, match=f"the folder {run_dir / 'checkpoints'} is not"):
+        as_unprivileged(save_into_read_only_folder)
+    assert not (run_dir / "checkpoints").exists()
 
 
 def test_other_write_errors_are_not_disguised(tmp_path: Path, monkeypatch) -> None:
@@ -397,7 +384,7 @@ def test_umask_is_read_without_proc_too(umask, monkeypatch: pytest.MonkeyPatch) 
 # --- 5. metrics.csv after a crash between checkpoints -----------------------------------------
 
 COLUMNS = ["epoch", "step", "train/loss", "val/loss"]
-TRAINER = SimpleNamespace(accumulate_grad_batches=1)  # what the callback reads of the trainer
+TRAINER = SimpleNamespace(accumulate_grad_batches=1, callback_metrics={})  # what the callback reads
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -527,7 +514,7 @@ def test_a_checkpoint_without_a_step_falls_back_to_the_first_logged_step(tmp_pat
 
 def test_accumulated_gradients_fall_back_too(tmp_path: Path) -> None:
     # Lightning then advances the logged step once per optimizer step, not once per batch.
-    accumulating = SimpleNamespace(accumulate_grad_batches=4)
+    accumulating = SimpleNamespace(accumulate_grad_batches=4, callback_metrics={})
     logger = ResumableCSVLogger(tmp_path, append=True)
     sync = MetricsCheckpointSync([logger])
     checkpoint: dict[str, Any] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -225,6 +226,68 @@ def test_image_folder_cli_errors_are_one_line(tmp_path: Path) -> None:
         assert result.returncode == 1, result.stderr[-2000:]
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith("genlab: error:") and message in last, last
+        if args[0] == "train.py":  # the line alone: no config tree, no Lightning banners
+            assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1, result
+
+
+def test_an_empty_folder_is_refused_before_anything_prints(
+    make_cfg, tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    from genlab.train import run
+
+    caplog.set_level(logging.INFO)
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("no image here")
+    cfg = make_cfg(
+        "data=image_folder", f"data.path={tmp_path / 'empty'}", "extras.print_config=true"
+    )
+    with pytest.raises(DataError, match=r"no images in .*empty.*searched recursively"):
+        run(cfg)
+    # The config tree (extras.print_config) and Lightning's banners came first before.
+    assert capsys.readouterr().out == "" and not caplog.records
+
+
+def test_a_tiny_validation_split_is_refused_before_training(make_cfg, tmp_path: Path) -> None:
+    """20 images hold out round(0.05 * 20) = 1: FID needs 2, so the run used to train an epoch
+    and then stop on 'could not find the monitored key val/fid'."""
+    from genlab.train import run
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "few").mkdir()
+    for i in range(20):
+        _picture(rng).save(tmp_path / "few" / f"{i}.png")
+    cfg = make_cfg(
+        "data=image_folder", f"data.path={tmp_path / 'few'}", "data.image_size=32",
+        "data.num_workers=0", "data.batch_size=4", "data.train_fraction=1",
+        "trainer.max_epochs=1",
+    )  # fmt: skip
+    with pytest.raises(DataError) as err:
+        run(cfg)
+    assert str(err.value) == (
+        f"data.path='{tmp_path / 'few'}' leaves 1 validation image(s) and 19 for training: "
+        "validation needs >= 2 (val/fid and val/kid need 2; below that the monitor is never "
+        "logged). Raise data.val_fraction=0.05 to 0.08 or more (20 usable images), or add images."
+    )
+    assert not (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").exists()  # no step
+    cfg.data.val_fraction = 0.08  # the suggested value holds out 2: the run trains
+    cfg.paths.output_dir = str(tmp_path / "fixed")
+    assert run(cfg) is not None
+
+
+def test_one_image_in_val_names_the_folder(tmp_path: Path) -> None:
+    import pytorch_lightning as pl
+
+    rng = np.random.default_rng(4)
+    for split, n in (("train", 6), ("val", 1)):
+        (tmp_path / "data" / split).mkdir(parents=True)
+        for i in range(n):
+            _picture(rng).save(tmp_path / "data" / split / f"{i}.png")
+    dm = ImageFolderDataModule(path=str(tmp_path / "data"), image_size=32, batch_size=2)
+    dm.trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(DataError) as err:
+        dm.setup("fit")
+    assert "leaves 1 validation image(s) and 6 for training" in str(err.value)
+    assert str(err.value).endswith(f"Put 2 or more images into {tmp_path / 'data' / 'val'}/.")
 
 
 def test_quality_report_on_demo_folder_lists_exactly_the_seeded_problems(tmp_path: Path) -> None:

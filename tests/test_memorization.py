@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from genlab.metrics.memorization import memorization_report, nearest
+from genlab.metrics.scores import precision_recall
 
 
 def _mixture(n: int, generator: torch.Generator, means: torch.Tensor) -> torch.Tensor:
@@ -23,6 +24,52 @@ def test_nearest_matches_brute_force() -> None:
     brute = torch.cdist(query, reference)
     torch.testing.assert_close(dist, brute.min(1).values, atol=1e-4, rtol=0)
     assert torch.equal(index, brute.argmin(1))
+
+
+def test_nearest_measures_a_copy_at_exactly_zero() -> None:
+    # Far from the origin the matmul form |q|^2 - 2q.r + |r|^2 cancels badly in float32 (it
+    # gave ~1 here, and ~0.02 on plain [0, 1] images): copies must still measure 0 exactly,
+    # since they are recomputed from the difference, which no BLAS can round.
+    g = torch.Generator().manual_seed(0)
+    reference = 50 + torch.rand(300, 1, 28, 28, generator=g)
+    picked = torch.randperm(300, generator=g)[:100]
+    dist, index = nearest(reference[picked], reference, chunk=32)
+    assert torch.equal(dist, torch.zeros(100)) and torch.equal(index, picked)
+
+
+def test_nearest_orders_near_ties_by_the_exact_distance() -> None:
+    # Rows i and i + 200 are 0.01 apart; each query sits 0.003 from row i. The matmul form
+    # picked row i + 200 for some queries; the exact re-ranking never does.
+    g = torch.Generator().manual_seed(0)
+    base = 100 + torch.rand(200, 64, generator=g)
+    step = torch.zeros(64)
+    step[0] = 0.01
+    dist, index = nearest(base + 0.3 * step, torch.cat([base, base + step]))
+    assert torch.equal(index, torch.arange(200))
+    torch.testing.assert_close(dist, torch.full((200,), 0.003), rtol=0.02, atol=0)
+
+
+def test_precision_recall_match_exact_distances() -> None:
+    # A generator collapsed onto 20 training images (4 copies each, so its balls have radius
+    # 0): recall is exactly those 20 of 200, and the exact distances agree with float64 ones.
+    g = torch.Generator().manual_seed(0)
+    real = 30 + torch.rand(200, 128, generator=g)
+    fake = real[:20].repeat(4, 1)[torch.randperm(80, generator=g)]
+    assert precision_recall(real, fake, chunk=64) == pytest.approx((1.0, 0.1), abs=1e-6)
+    fake = 30 + 1.2 * torch.rand(150, 128, generator=g)
+
+    def inside(points: torch.Tensor, centres: torch.Tensor) -> float:
+        d = torch.cdist(
+            centres.double(), centres.double(), compute_mode="donot_use_mm_for_euclid_dist"
+        )
+        radii = d.topk(4, dim=1, largest=False).values[:, -1]
+        to_centres = torch.cdist(
+            points.double(), centres.double(), compute_mode="donot_use_mm_for_euclid_dist"
+        )
+        return float((to_centres <= radii).any(1).double().mean())
+
+    precision, recall = precision_recall(real, fake, chunk=64)
+    assert (precision, recall) == pytest.approx((inside(fake, real), inside(real, fake)), abs=1e-9)
 
 
 def test_copier_is_flagged_and_a_fresh_sample_is_not() -> None:
@@ -71,8 +118,8 @@ def test_eval_audit_on_sample_files(make_cfg, mnist_subsets, source: str, copies
     results = evaluate.run(cfg)
     ct = results["memorization/copying_ct"]
     assert (ct < -3) == copies, results
-    if copies:  # every sample is a training image: distance 0 in both spaces
-        assert results["memorization/pixels_nn_generated"] == pytest.approx(0, abs=1e-3)
+    if copies:  # every sample is a training image: distance exactly 0 in pixels, any BLAS
+        assert results["memorization/pixels_nn_generated"] == 0.0
         assert results["memorization/pixels_closer_than_heldout"] == 1.0
     sheet = Path(cfg.paths.output_dir) / "memorization_pairs.png"
     assert sheet.read_bytes()[:4] == b"\x89PNG"

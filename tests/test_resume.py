@@ -102,8 +102,8 @@ def test_sigterm_mid_epoch_then_resume_is_bit_exact(
 
 
 def test_sigterm_during_validation_keeps_training_exact(make_cfg, tmp_path: Path) -> None:
-    """Lightning resumes after an interrupted validation without repeating it; since
-    validation draws from its own seeds, the training that follows is still bit-exact."""
+    """The resumed run repeats the interrupted validation (tests/test_stop_in_validation.py);
+    since validation draws from its own seeds, the training that follows is still bit-exact."""
     straight = _train_straight(make_cfg, tmp_path, "vae")
     stopped = make_cfg(
         "model=vae",

@@ -79,26 +79,21 @@ def test_plain_multirun_with_a_failed_job_still_writes_the_summary(tmp_path: Pat
     assert "1 of 2 jobs did not finish (listed in summary.md): job 0" in output
 
 
-def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path) -> None:
-    result = run_script(
-        "train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-        "model.optimizer.lr=1e-4,2e-4", *JOB, f"hydra.sweep.dir={tmp_path}",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = collect(tmp_path)
-    assert [j.status for j in jobs] == ["ok", "ok"]
-    assert {float(j.overrides["model.optimizer.lr"]) for j in jobs} == {1e-4, 2e-4}
-    assert (tmp_path / "plot_val_fid_vs_model_optimizer_lr.png").stat().st_size > 1000
+# The joblib launcher: tests/test_sweep_folders.py (jobs in parallel processes, one folder).
 
 
 @pytest.mark.slow
-def test_submitit_local_launcher_runs_a_job(tmp_path: Path) -> None:
+def test_submitit_local_launcher_runs_jobs_into_one_folder(tmp_path: Path) -> None:
+    # Each job is its own submitit process; all of them use the parent's default sweep folder.
+    fast = [o for o in JOB if o not in ("debug=limit", "trainer.max_epochs=1")]
     result = run_script(
         "train.py", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
-        *JOB, f"hydra.sweep.dir={tmp_path}",
+        "seed=1,2", *fast, "debug=fast", "test=false", f"paths.log_dir={tmp_path}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [j.status for j in collect(tmp_path)] == ["ok"]
+    (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
+    assert [j.status for j in collect(sweep_dir)] == ["ok", "ok"]
+    assert "| 1 | 2 | ok |" in (sweep_dir / "summary.md").read_text()
 
 
 @pytest.fixture(autouse=True)

@@ -25,3 +25,7 @@ class DivergenceError(GenlabError, FloatingPointError):
 
 class RunDirBusy(GenlabError):
     """Another live run is writing into the run directory."""
+
+
+class ContractError(GenlabError):
+    """A model breaks a row of the model contract (docs/models.md), found before training."""

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -43,7 +43,8 @@ from genlab.utils.atomic import atomic_path
 from genlab.utils.extras import print_config, silence_known_warnings
 from genlab.utils.instantiate import instantiate_group
 from genlab.utils.ranges import Arg, check_args, integer, names, optional_path, seed
-from genlab.utils.validation import check_accelerator, check_types
+from genlab.utils.run_dir import check_cache_dir
+from genlab.utils.validation import check_accelerator, check_own_config, check_types
 
 log = logging.getLogger(__name__)
 # Needs the training images too: nearest-neighbour distances and the data-copying test.
@@ -114,6 +115,30 @@ def load_samples(path: str | Path) -> torch.Tensor:
             f"[0, 1] ({hint}), or save uint8."
         )
     return x.clamp(0, 1)
+
+
+def check_sample_shape(
+    samples: torch.Tensor, path: str | Path, features_cfg: DictConfig, data_cfg: DictConfig
+) -> None:
+    """Samples the data could not have given are refused before the data is loaded at their
+    size (the real images are resized to the samples'): non-square images, as no data module
+    gives them, and images below the extractor's ``min_image_size`` (read from its class)."""
+    height, width = samples.shape[-2:]
+    native = data_cfg.get("image_size", "its size")
+    if height != width:
+        raise DataError(
+            f"samples={path} holds {height}x{width} images, but data sets give square ones: "
+            f"save the samples as generated, at the data's size (data.image_size={native})."
+        )
+    extractor = get_class(features_cfg._target_)
+    minimum = getattr(extractor, "min_image_size", 1)
+    if height < minimum:
+        raise DataError(
+            f"samples={path} holds {height}x{width} images, below the {minimum}x{minimum} that "
+            f"features={getattr(extractor, 'name', extractor.__name__)} scores (the real images "
+            f"would be shrunk to {height}x{width} to match): save the samples at the data's "
+            f"size (data.image_size={native})."
+        )
 
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -220,7 +245,7 @@ def _data_config(cfg: DictConfig, train_cfg: DictConfig | None, shape: dict) -> 
         data_cfg = OmegaConf.merge(OmegaConf.to_container(cfg.data, resolve=True), shape)
     else:  # a checkpoint's own data (check_arguments asks samples=... for data=...)
         data_cfg = train_cfg.data
-        if not Path(data_cfg.get("data_dir", ".")).exists():  # checkpoint from another machine
+        if "data_dir" in data_cfg:  # this machine's data folder: stored paths are not followed
             data_cfg.data_dir = cfg.paths.data_dir
     return data_cfg
 
@@ -327,6 +352,8 @@ def check_arguments(cfg: DictConfig) -> list[str]:
     for group in ("trainer", "features", "data"):
         if cfg.get(group):
             check_types(cfg[group], group)
+    if cfg.get("data"):  # the data's own cheap checks (an empty image folder), before any load
+        check_own_config(cfg.data)
     if not cfg.get("samples") and cfg.get("ckpt_path"):  # a samples file is used whole
         problems = _too_few(names, cfg.num_samples)
         if problems:
@@ -342,9 +369,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if extras.get("ignore_warnings"):
         silence_known_warnings()
     names = check_arguments(cfg)
+    check_cache_dir((cfg.get("paths") or {}).get("cache_dir"))  # real features go there
     model = train_cfg = samples = None
     if cfg.get("samples"):
         samples = load_samples(cfg.samples)
+        check_sample_shape(samples, cfg.samples, cfg.features, cfg.data)
         problems = _too_few(names, len(samples))
         if problems:
             raise DataError(
@@ -355,7 +384,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         shape = {"image_size": samples.shape[-1], "channels": samples.shape[1]}
         source = {"samples": str(cfg.samples)}
     else:
-        model, train_cfg = load_model(cfg.ckpt_path)
+        model, train_cfg = load_model(cfg.ckpt_path, trust=cfg.get("trust_checkpoint") is True)
         shape = {k: train_cfg.data[k] for k in ("image_size", "channels")}
         source = {"ckpt_path": str(cfg.ckpt_path)}
     if "model" in names:  # every metric the model declares (none for a sample file)

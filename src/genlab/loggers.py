@@ -6,7 +6,12 @@ the metrics logged then), columns sorted, the header rewritten when a new metric
 After a crash between checkpoints, the resumed run redoes the batches trained since the
 checkpoint; the rows the crashed run logged for them are dropped, so the file reads as if the
 run had never stopped. ``MetricsCheckpointSync`` makes this exact: every checkpoint records its
-step (the training batches it has seen) and first writes the pending rows out.
+step (the training batches it has seen) and first writes the pending rows out. It also carries
+the run's latest metrics (``trainer.callback_metrics``) over a resume, so ``result.json`` lists
+the same ones whether or not the run stopped.
+
+A ``metrics.csv`` deleted while the run writes it is rewritten whole (header and every row so
+far, which the logger keeps) with one warning, not continued headerless.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.core.saving import save_hparams_to_yaml
 from pytorch_lightning.loggers.logger import Logger
@@ -30,6 +36,8 @@ log = logging.getLogger(__name__)
 # Checkpoint key: the training batches the checkpoint has seen, i.e. the logged ``step`` of the
 # first batch a run resumed from it trains.
 STEP_KEY = "genlab_step"
+# Checkpoint key: the scalar ``trainer.callback_metrics`` when it was written.
+METRICS_KEY = "genlab_callback_metrics"
 
 
 class ResumableCSVLogger(Logger):
@@ -60,6 +68,9 @@ class ResumableCSVLogger(Logger):
         self.flush_logs_every_n_steps = flush_logs_every_n_steps
         self.append = append
         self._rows: list[dict[str, Any]] = []  # logged, not yet in the file
+        # The rows in the file, kept to rewrite it whole: a new metric changes the header, and
+        # a file deleted mid-run comes back complete.
+        self._written: list[dict[str, Any]] = []
         self._keys: list[str] | None = None  # the header on disk; None before the first write
         self._resume_step: int | None = None
 
@@ -110,11 +121,20 @@ class ResumableCSVLogger(Logger):
             return
         if self._keys is None:  # first write of this process: continue or replace the file
             self._start_file()
+        elif self._keys and not self.metrics_path.is_file():
+            log.warning(
+                "%s was deleted during the run: rewrote it with its header and the %d rows "
+                "logged so far",
+                self.metrics_path,
+                len(self._written),
+            )
+            self._rewrite(self._keys, self._written)
         keys = sorted(set(self._keys or []).union(*self._rows))
         if keys != self._keys:  # a new metric: the header (and so the file) is rewritten
-            self._rewrite(keys, self._read()[1] if self.metrics_path.is_file() else [])
+            self._rewrite(keys, self._written)
         with open(self.metrics_path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self._keys).writerows(self._rows)
+        self._written += self._rows
         self._rows = []
 
     @rank_zero_only
@@ -129,7 +149,7 @@ class ResumableCSVLogger(Logger):
         rows: list[dict[str, Any]] = []
         if self.append and self.metrics_path.is_file():
             keys, rows = self._read()
-            rows = self._rows_kept(rows)
+            rows = [{k: v for k, v in r.items() if v != ""} for r in self._rows_kept(rows)]
         keys = sorted(set(keys).union(*self._rows))
         if keys:
             self._rewrite(keys, rows)
@@ -166,7 +186,7 @@ class ResumableCSVLogger(Logger):
             writer = csv.DictWriter(f, fieldnames=keys)
             writer.writeheader()
             writer.writerows(rows)
-        self._keys = keys
+        self._keys, self._written = keys, list(rows)
 
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
@@ -206,6 +226,17 @@ class MetricsCheckpointSync(Callback):
         self.loggers = [lg for lg in loggers if isinstance(lg, ResumableCSVLogger)]
         # None: resumed from a checkpoint that did not record its step; the count is unknown.
         self.batches: int | None = 0
+        self._metrics: dict[str, float] = {}  # a checkpoint's, until training starts
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # What the run had logged when the checkpoint was written (the last training losses,
+        # the learning rate, a val/fid of an earlier epoch): result.json reports them even if
+        # this process logs them no more (resumed into the last epoch's validation). Set after
+        # the sanity check, which clears the metrics; what this run logs replaces them.
+        device = trainer.strategy.root_device
+        for name, value in self._metrics.items():
+            trainer.callback_metrics.setdefault(name, torch.tensor(value, device=device))
+        self._metrics = {}
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -222,11 +253,17 @@ class MetricsCheckpointSync(Callback):
             logger.flush()  # the rows of the batches it has seen, on disk with it
         if self.batches is not None and _step_is_batch(trainer):
             checkpoint[STEP_KEY] = self.batches
+        checkpoint[METRICS_KEY] = {
+            name: float(value)
+            for name, value in trainer.callback_metrics.items()
+            if getattr(value, "numel", lambda: 1)() == 1
+        }
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         self.batches = checkpoint.get(STEP_KEY)
+        self._metrics = checkpoint.get(METRICS_KEY) or {}
         for logger in self.loggers:
             logger.continue_from_step(self.batches if _step_is_batch(trainer) else None)
 

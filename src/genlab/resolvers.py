@@ -6,6 +6,7 @@ folder data module), so it sits at the top, beside the entry points.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from pathlib import Path
@@ -20,7 +21,13 @@ _RUN_ID = secrets.token_hex(3)
 
 
 def run_id() -> str:
-    """``${run_id:}``: this process's suffix for run folder names."""
+    """``${run_id:}``: this process's suffix for run folder names.
+
+    Registered with ``use_cache``: a multirun's jobs are composed from the parent's config by
+    Hydra's ``load_sweep_config``, which copies the parent's resolver cache (as it does for
+    ``${now:}``), and the cache travels with the config when a launcher pickles it into a
+    worker (joblib's loky processes, submitit). So every job resolves ``hydra.sweep.dir`` to
+    the parent's folder instead of drawing its worker's own id."""
     return _RUN_ID
 
 
@@ -35,7 +42,7 @@ def run_dir(resume: str | None, new: str, runs: str) -> str:
 
     try:  # a resume= that names nothing is reported by train.py, with its fix
         folder = latest_run(Path(runs)) if str(resume) == "latest" else Path(resume)
-        return str(run_dir_of(last_checkpoint(folder).resolve()))
+        return str(run_dir_of(Path(os.path.abspath(last_checkpoint(folder)))))
     except GenlabError:
         return new
 
@@ -93,7 +100,7 @@ def _register() -> None:
         "image_size_of": (image_size_of, True),
         "optuna_direction": (optuna_direction, False),
         "sweep_group": (sweep_group, False),
-        "run_id": (run_id, False),
+        "run_id": (run_id, True),  # the parent's id in every multirun job
         "run_dir": (run_dir, False),
         "hydra_subdir": (hydra_subdir, True),
         "override_tags": (override_tags, False),

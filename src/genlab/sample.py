@@ -13,6 +13,8 @@ draws ``n`` rows of ``steps`` images along spherical paths between random latent
 from __future__ import annotations
 
 import logging
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -22,9 +24,10 @@ from omegaconf import DictConfig
 from torchvision.utils import save_image
 
 from genlab.errors import ConfigError
-from genlab.metrics.sampling import draw, finite_samples
+from genlab.metrics.sampling import draw, finite_samples, iter_samples
 from genlab.resume.checkpoint import load_model
 from genlab.utils.atomic import atomic_path
+from genlab.utils.cli import file_size_limit
 from genlab.utils.ranges import Arg, check_args, choice, integer, output_file, pattern, seed
 from genlab.utils.validation import check_required
 
@@ -90,28 +93,39 @@ def run(cfg: DictConfig) -> Path:
     out = Path(cfg.out).expanduser()
     mode = cfg.get("mode", "samples")
     device = resolve_device(str(cfg.device))
-    model, _ = load_model(cfg.ckpt_path, map_location=device)
+    model, _ = load_model(
+        cfg.ckpt_path, map_location=device, trust=cfg.get("trust_checkpoint") is True
+    )
     if mode == "interpolate" and not hasattr(model, "generate"):
         raise ConfigError(
             f"mode=interpolate walks between latents: {type(model).__name__} has no "
             "generate(z) and latent_dim (docs/models.md). Use mode=samples."
         )
+    steps = cfg.get("steps", 10)
+    count = f"n={cfg.n} x steps={steps}" if mode == "interpolate" else f"n={cfg.n}"
+    images = cfg.n * steps if mode == "interpolate" else cfg.n
+    shape = tuple(next(iter_samples(model, 1, cfg.seed, 1)).shape[1:])  # one image: C, H, W
+    check_size(images, shape, getattr(model, "latent_dim", 0) or 0, out, count)
     start = time.perf_counter()
     where = f"ckpt_path={cfg.ckpt_path}"  # a diverged model's NaN images are not written
     if mode == "interpolate":
-        steps = cfg.get("steps", 10)
         samples = next(finite_samples([interpolate(model, cfg.n, steps, cfg.seed)], where))
         nrow = steps
     else:
         samples = draw(model, cfg.n, cfg.seed, cfg.batch_size, where)
         nrow = max(1, int(cfg.n**0.5))
-    with atomic_path(out) as tmp:  # a killed job leaves no half-written sample file
-        if out.suffix == ".npy":
-            np.save(tmp, samples.numpy().astype(np.float32))
-        elif out.suffix == ".pt":
-            torch.save(samples, tmp)
-        else:
-            save_image(samples, tmp, nrow=nrow)
+    try:
+        with atomic_path(out) as tmp:  # a killed job leaves no half-written sample file
+            if out.suffix == ".npy":
+                np.save(tmp, samples.numpy().astype(np.float32))
+            elif out.suffix == ".pt":
+                torch.save(samples, tmp)
+            else:
+                save_image(samples, tmp, nrow=nrow)
+    except OSError as err:  # a failed write() names no file: name out (full disk, ulimit -f)
+        if err.filename or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, str(out)) from err
     log.info(
         "wrote %d samples %s in [%.3f, %.3f] to %s (%.1fs on %s)",
         len(samples),
@@ -123,3 +137,80 @@ def run(cfg: DictConfig) -> Path:
         device,
     )
     return out
+
+
+def check_size(images: int, shape: tuple[int, ...], latent_dim: int, out: Path, count: str) -> None:
+    """Refuse, before sampling, ``images`` samples of ``shape`` (C, H, W) that cannot fit in
+    memory, on the disk of ``out``, or under the file-size limit: ``n=1000000000`` would
+    otherwise end in an allocator traceback after hours of work. ``count`` names n (and steps)
+    in the message."""
+    pixels = images * int(np.prod(shape)) * 4  # float32
+    # draw() holds its batches and their concatenation at once, as the .npy write holds the
+    # samples and their float32 copy; a .png grid pads each image by 2 pixels, in RGB, twice
+    # (float grid, then its scaled copy); the latents are drawn up front.
+    memory = 2 * pixels + images * latent_dim * 4
+    if out.suffix == ".png":
+        memory = max(memory, pixels + 2 * images * 3 * (shape[1] + 2) * (shape[2] + 2) * 4)
+    what = f"{count} samples of {'x'.join(map(str, shape))}"
+    available = _available_memory()
+    if available is not None and memory > available:
+        raise ConfigError(
+            f"{what} need about {_size(memory)} of memory to draw and write as {out.suffix} "
+            f"({_size(pixels)} of float32 pixels), but {_size(available)} is available: lower "
+            "n, or write several files with different seed= values."
+        )
+    if out.suffix == ".png":  # compressed: its size is not known before
+        return
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:  # created at the write
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if pixels > free:
+        raise ConfigError(
+            f"{what} make a {_size(pixels)} {out.suffix} file, but {folder} has {_size(free)} "
+            "free: lower n, or point out= at a disk with space."
+        )
+    limit = file_size_limit()
+    if limit is not None and pixels > limit:
+        raise ConfigError(
+            f"{what} make a {_size(pixels)} {out.suffix} file, but this process may write "
+            f"files of {_size(limit)} at most: raise the limit (ulimit -f unlimited) or lower n."
+        )
+
+
+def _available_memory() -> int | None:
+    """Bytes this process can still allocate: Linux's MemAvailable, capped by the memory limit
+    of its cgroup (a SLURM job's, a container's); None where unknown (not Linux)."""
+    try:
+        found = re.search(r"^MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+        groups = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    if found is None:
+        return None
+    available = int(found[1]) * 1024
+    for line in groups:  # "0::/path" (cgroup v2) or "4:memory:/path" (v1)
+        _, controllers, path = line.split(":", 2)
+        if controllers:
+            if "memory" not in controllers.split(","):
+                continue
+            root, name = Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"
+        else:
+            root, name = Path("/sys/fs/cgroup"), "memory.max"
+        # A container sees its own cgroup at the root; "max" (v2) means no limit.
+        for folder in (root / path.lstrip("/"), root):
+            try:
+                available = min(available, int((folder / name).read_text()))
+                break
+            except (OSError, ValueError):
+                continue
+    return available
+
+
+def _size(n: int) -> str:
+    value, unit = float(n), "bytes"
+    for bigger in ("kB", "MB", "GB", "TB", "PB"):
+        if value < 1000:
+            break
+        value, unit = value / 1000, bigger
+    return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"

@@ -23,16 +23,17 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from genlab.errors import ConfigError
 from genlab.loggers import MetricsCheckpointSync, ResumableCSVLogger
+from genlab.models.contract import check_contract
 from genlab.resume import resume_callbacks
 from genlab.resume.checkpoint import AtomicCheckpointIO, check_fits, read_checkpoint
 from genlab.resume.command import resume_config
-from genlab.resume.stored_config import WANDB_ID_KEY
+from genlab.resume.stored_config import CONFIG_FILE_KEY, WANDB_ID_KEY, config_file_sha256
 from genlab.sweeps import write_result
-from genlab.utils.atomic import clean_stale_temporaries
+from genlab.utils.atomic import atomic_path, clean_stale_temporaries
 from genlab.utils.extras import apply_extras
 from genlab.utils.instantiate import instantiate_group, instantiate_list, to_dict
 from genlab.utils.launcher import strategy_for_launcher
-from genlab.utils.run_dir import owned_run_dir, write_run_info
+from genlab.utils.run_dir import check_cache_dir, owned_run_dir, write_run_info
 from genlab.utils.validation import check_manual_optimization, validate
 from genlab.utils.wandb_offline import offline_logger_config
 
@@ -48,6 +49,7 @@ def run(cfg: DictConfig) -> float | None:
     """
     if cfg.get("resume"):
         cfg = resume_config(cfg, _command_line_overrides())
+        _record_resumed_config(cfg)
     # One live run per folder: a second one (same hydra.run.dir, a resume of a run still going)
     # is refused before it writes anything. DDP ranks share rank 0's folder.
     owned = owned_run_dir(cfg.paths.output_dir) if rank_zero_only.rank == 0 else nullcontext()
@@ -68,6 +70,9 @@ def _run(cfg: DictConfig) -> float | None:
         result["status"] = "ok"
         return score
     except SIGTERMException as err:  # stopped by a signal after writing last.ckpt
+        # Lightning's handler is gone after its teardown: a second SIGTERM now would kill the
+        # process before result.json says "interrupted" (last.ckpt and metrics.csv are safe).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         result["status"] = "interrupted"
         result["error"] = "SIGTERM: resume with python train.py resume=<this run's directory>"
         # 128 + SIGTERM, as if the signal had ended the process: schedulers (SLURM) and shells
@@ -87,6 +92,7 @@ def _run(cfg: DictConfig) -> float | None:
 
 def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
     validate(cfg)  # before any data is touched: config mistakes cost seconds
+    check_cache_dir(cfg.paths.get("cache_dir"))  # else it fails after the first epoch
     check_monitor_source(cfg)
     apply_extras(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # stderr stays for errors
@@ -98,8 +104,18 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
 
     datamodule: pl.LightningDataModule = instantiate_group(cfg, "data")
     model = instantiate_group(cfg, "model")
+    check_contract(  # the model contract, on a few seeded samples: ~1 s, no data loaded
+        model,
+        monitor=cfg.model.get("monitor"),
+        channels=cfg.data.get("channels"),
+        image_size=cfg.data.get("image_size"),
+        callback_metrics=callback_metrics(cfg),
+    )
     if not model.automatic_optimization:
         check_manual_optimization(cfg.trainer)
+    # Read once, here: the weights must fit this model before any data is loaded, and the
+    # checkpoint names the W&B run to continue.
+    checkpoint = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     # What the user asked for, stored in every checkpoint; the runtime adaptations below
     # (offline W&B, ddp_spawn, the resumed W&B run) act on the objects built, not on this.
     resolved = to_dict(cfg)
@@ -109,6 +125,7 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
             Path(cfg.paths.output_dir) / "checkpoints",
             resolved,
             cfg.get("checkpoint_every_n_batches"),
+            _config_file_sha256(cfg, checkpoint),
         ),
     ]
     privacy = cfg.get("privacy")
@@ -116,9 +133,6 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
         dp = instantiate_group(cfg, "privacy")
         dp.prepare(model)  # refuses what DP-SGD cannot train, before any data is loaded
         callbacks.append(dp)
-    # Read once, here: the weights must fit this model before any data is loaded, and the
-    # checkpoint names the W&B run to continue.
-    checkpoint = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     if checkpoint is not None:
         check_fits(model, checkpoint, cfg.ckpt_path)
     loggers = _build_loggers(cfg, checkpoint)
@@ -165,8 +179,15 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
     return score
 
 
-# Monitors that only the sample-quality callback (callbacks.fid) logs.
-_SAMPLE_MONITORS = ("val/fid", "val/kid", "val/is", "val/precision", "val/recall")
+# Monitors that only the sample-quality callback (callbacks.fid) logs, and the name in
+# callbacks.fid.metrics that makes it log each (precision and recall come from "pr").
+_SAMPLE_MONITORS = {
+    "val/fid": "fid",
+    "val/kid": "kid",
+    "val/is": "is",
+    "val/precision": "pr",
+    "val/recall": "pr",
+}
 
 
 def check_monitor_source(cfg: DictConfig) -> None:
@@ -176,7 +197,7 @@ def check_monitor_source(cfg: DictConfig) -> None:
     if monitor not in _SAMPLE_MONITORS:
         return
     fid = (cfg.get("callbacks") or {}).get("fid")
-    metric = monitor.split("/", 1)[1]
+    metric = _SAMPLE_MONITORS[monitor]
     if not fid or metric not in fid.get("metrics", []):
         raise ConfigError(
             f"model.monitor={monitor} is logged by callbacks.fid (with {metric} in "
@@ -184,6 +205,16 @@ def check_monitor_source(cfg: DictConfig) -> None:
             f"add {metric} to callbacks.fid.metrics, or set model.monitor to a metric the model "
             "logs itself (e.g. val/d_loss) with model.monitor_mode."
         )
+
+
+def callback_metrics(cfg: DictConfig) -> list[str]:
+    """The metrics the configured callbacks log, which model.monitor may name."""
+    fid = (cfg.get("callbacks") or {}).get("fid")
+    measured = fid.get("metrics", []) if fid else []
+    logged = [m for m, name in _SAMPLE_MONITORS.items() if name in measured]
+    logged += ["val/fid_seconds"] if fid else []
+    privacy = cfg.get("privacy")
+    return logged + (["train/epsilon"] if privacy and privacy.get("enabled") else [])
 
 
 def _build_loggers(cfg: DictConfig, checkpoint: dict | None) -> list[Logger]:
@@ -214,6 +245,33 @@ def _checkpoint_wandb_id(
     if run_id:
         log.info("resuming W&B run %s from %s", run_id, cfg.ckpt_path)
     return run_id
+
+
+def _record_resumed_config(cfg: DictConfig) -> None:
+    """Hydra saved the resume command's composed config (the defaults) under
+    ``.hydra/resumed_<time>/``; the record must be the config that runs."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if rank_zero_only.rank != 0 or not HydraConfig.initialized():
+        return
+    subdir = HydraConfig.get().output_subdir
+    if not subdir:
+        return
+    path = Path(cfg.paths.output_dir) / subdir / "config.yaml"
+    if path.parent.is_dir():
+        with atomic_path(path) as tmp:
+            tmp.write_text(OmegaConf.to_yaml(cfg))
+
+
+def _config_file_sha256(cfg: DictConfig, checkpoint: dict | None) -> str | None:
+    """The run's ``.hydra/config.yaml`` as it started: from the checkpoint a resumed run
+    continues (the file may have been edited since), else from the file Hydra just wrote."""
+    out = Path(cfg.paths.output_dir)
+    ckpt = cfg.get("ckpt_path")
+    if checkpoint is not None and Path(ckpt).resolve().parent.parent == out.resolve():
+        return checkpoint.get(CONFIG_FILE_KEY)
+    path = out / ".hydra" / "config.yaml"
+    return config_file_sha256(path) if path.is_file() else None
 
 
 def _command_line_overrides() -> list[str]:

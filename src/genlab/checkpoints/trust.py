@@ -8,8 +8,8 @@ so a shared checkpoint could otherwise run any callable with arguments of its au
 the key and the target:
 
 - a ``_target_`` the local installation does not vouch for (``vouched``): anything but the
-  targets of the local ``conf/`` tree (a researcher's ``my_models.*`` included), genlab's own
-  classes, and torch's optimizer, scheduler and ``nn`` module classes;
+  targets of the local ``conf/`` tree, the classes of genlab and of the project's own packages
+  (a researcher's ``my_models.*``), and torch's optimizer, scheduler and ``nn`` module classes;
 - a value that is not plain data (None, bool, int, float, str, lists and dicts of them),
   an interpolation or resolver call (``${oc.env:...}``: the stored config is resolved, so a
   real one has none), or a Hydra key other than ``_target_``/``_partial_``/``_recursive_``/
@@ -23,6 +23,7 @@ the key and the target:
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,23 +74,41 @@ def conf_targets(conf_dir: str) -> frozenset[str]:
 
 def vouched(target: str, conf_dir: str | None = None) -> bool:
     """Whether this installation vouches for building ``target``: the local ``conf/`` uses it,
-    or it is one of genlab's classes or a torch optimizer/scheduler/module class."""
-    if target in conf_targets(conf_dir or str(Path(project_root()) / "conf")):
+    or it is a class of genlab, of the project's own packages (``my_models``, a test's
+    callback) or a torch optimizer/scheduler/module class."""
+    root = Path(project_root())
+    if target in conf_targets(conf_dir or str(root / "conf")):
         return True
-    prefixes = ("genlab.", *_TORCH_CLASSES)
-    if not target.startswith(prefixes) or not all(p.isidentifier() for p in target.split(".")):
+    parts = target.split(".")
+    if len(parts) < 2 or not all(p.isidentifier() for p in parts):
         return False
-    from hydra.utils import get_object  # imports only genlab and torch modules: see above
-
-    try:
-        obj = get_object(target)
-    except Exception:
+    local = (root / parts[0] / "__init__.py").is_file() or (root / f"{parts[0]}.py").is_file()
+    if not (target.startswith(("genlab.", *_TORCH_CLASSES)) or local):
+        return False
+    obj = _locate(target)  # imports only genlab's, torch's and the project's own modules
+    if not inspect.isclass(obj):
         return False
     # A class defined in that package, not something it imports (genlab.x.os.system).
-    owner = target.split(".", 1)[0] + "."
+    owner = parts[0] + "."
     if target.startswith(_TORCH_CLASSES):
-        owner = target[: target.index(".", len("torch.")) + 1]
-    return inspect.isclass(obj) and f"{obj.__module__}.".startswith(owner)
+        owner = ".".join(parts[:2]) + "."
+    return f"{obj.__module__}.".startswith(owner)
+
+
+def _locate(target: str) -> Any:
+    """The object ``a.b.C`` names (None if there is none), importing the longest module prefix."""
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        except Exception:  # a module that fails to import vouches for nothing
+            return None
+        for name in parts[cut:]:
+            obj = getattr(obj, name, None)
+        return obj
+    return None
 
 
 def check_stored_config(config: Any, where: str | Path, trust: bool = False) -> None:
@@ -112,8 +131,8 @@ def check_stored_config(config: Any, where: str | Path, trust: bool = False) -> 
                     where,
                     key,
                     f"names {value!r}, which this installation does not vouch for (not in "
-                    "its conf/, not a genlab or torch optimizer/module class): building it "
-                    "would run that code",
+                    "its conf/, not a class of genlab, of this project or a torch "
+                    "optimizer/module): building it would run that code",
                 )
             continue
         if name.startswith("_") and name.endswith("_"):

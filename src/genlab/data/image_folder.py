@@ -23,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from genlab.data.splits import SplitDataModule
+from genlab.data.splits import MIN_VAL_IMAGES, SplitDataModule
 from genlab.data.transforms import build_augmentation
 from genlab.errors import ConfigError, DataError
 from genlab.utils.atomic import atomic_path, move_aside
@@ -54,18 +55,44 @@ def _too_large(error: Image.DecompressionBombError) -> BadImage:
     return BadImage(f"too large to decode ({error})")
 
 
+def _not_a_folder(root: Path) -> DataError:
+    return DataError(
+        f"data.path={str(root)!r} is not a folder. Point data.path at a folder of images "
+        f"({', '.join(IMAGE_EXTENSIONS)}), searched recursively."
+    )
+
+
+def _no_images(root: Path, file_list: str | Path | None) -> DataError:
+    listed = f" listed in {file_list}" if file_list else ""
+    return DataError(
+        f"no images in {str(root)!r}{listed}: searched recursively for "
+        f"{', '.join(IMAGE_EXTENSIONS)} (any case). Point data.path at a folder of images."
+    )
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+
+
+def require_images(root: str | Path, file_list: str | Path | None = None) -> None:
+    """The cheap start-up part of ``scan_folder``'s checks: ``root`` is a folder, holds an
+    image file (the walk stops at the first) and ``file_list`` exists. Reads no image."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise _not_a_folder(root)
+    if file_list is not None and not Path(file_list).is_file():
+        raise DataError(f"data.file_list={str(file_list)!r} does not exist.")
+    if not any(_is_image(p) for p in root.rglob("*")):
+        raise _no_images(root, None)
+
+
 def scan_folder(root: str | Path, file_list: str | Path | None = None) -> list[Path]:
     """Image files under ``root`` (recursive, sorted), optionally only those in ``file_list``
     (one path per line, relative to ``root`` or absolute; written by ``genlab.data.quality``)."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(
-            f"data.path={str(root)!r} is not a folder. Point data.path at a folder of images "
-            f"({', '.join(IMAGE_EXTENSIONS)}), searched recursively."
-        )
-    files = sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-    )
+        raise _not_a_folder(root)
+    files = sorted(p for p in root.rglob("*") if _is_image(p))
     if file_list is not None:
         listed = Path(file_list)
         if not listed.is_file():
@@ -77,10 +104,7 @@ def scan_folder(root: str | Path, file_list: str | Path | None = None) -> list[P
         }
         files = [p for p in files if p.resolve() in wanted]
     if not files:
-        raise DataError(
-            f"no images in {str(root)!r}{' listed in ' + str(file_list) if file_list else ''}: "
-            f"searched recursively for {', '.join(IMAGE_EXTENSIONS)} (any case)."
-        )
+        raise _no_images(root, file_list)
     return files
 
 
@@ -291,8 +315,7 @@ class ImageFolderDataModule(SplitDataModule):
         if cache and not cache_dir:
             raise ConfigError("data.cache=true needs data.cache_dir (default ${paths.cache_dir}).")
         self.path, self.image_size, self.channels = Path(path).expanduser(), image_size, channels
-        if not self.path.is_dir():  # fail at start-up, not after the trainer is built
-            scan_folder(self.path)
+        require_images(self.path, file_list)  # fail at start-up, not after the trainer is built
         self.val_fraction, self.train_fraction, self.split_seed = (
             val_fraction,
             train_fraction,
@@ -304,6 +327,12 @@ class ImageFolderDataModule(SplitDataModule):
         self.dataset = self.path.name  # names cached FID statistics
         self.classes: list[str] = []
         self.skipped: dict[str, str] = {}
+
+    @staticmethod
+    def check_config(cfg: Mapping) -> None:
+        """Start-up check (``genlab.utils.validation.validate``): a missing or empty folder is
+        the one line printed, before the config dump and Lightning's banners."""
+        require_images(cfg["path"], cfg.get("file_list"))
 
     # --- scanning -----------------------------------------------------------------------------
     def _has_split_dirs(self) -> bool:
@@ -323,6 +352,19 @@ class ImageFolderDataModule(SplitDataModule):
         val = sorted(files[i] for i in order[:n_val].tolist())
         train = sorted(files[i] for i in order[n_val:].tolist())
         return train, val
+
+    def _val_fix(self, usable: int) -> str:
+        """How to get ``MIN_VAL_IMAGES`` validation images out of ``usable`` images."""
+        if self._has_split_dirs():
+            return f"Put {MIN_VAL_IMAGES} or more images into {self.path / 'val'}/."
+        if usable <= MIN_VAL_IMAGES:
+            return f"Add images: {usable} usable, {MIN_VAL_IMAGES + 1} at least."
+        # round(f * usable) >= MIN_VAL_IMAGES from f >= (MIN_VAL_IMAGES - 0.5) / usable
+        fraction = math.ceil(100 * (MIN_VAL_IMAGES - 0.5) / usable) / 100
+        return (
+            f"Raise data.val_fraction={self.val_fraction} to {fraction} or more ({usable} "
+            "usable images), or add images."
+        )
 
     def _labels(self, files: list[Path], base: Path) -> list[int]:
         """Class = first subfolder below ``base`` when every file has one, else -1."""
@@ -418,6 +460,7 @@ class ImageFolderDataModule(SplitDataModule):
         self.train_set = dataset(train, train_labels, self.augment)
         self.val_set = dataset(val, val_labels, None)
         self.test_set = self.val_set  # no separate test split in a folder: scores use val
+        self.check_validation_split(f"data.path={str(self.path)!r}", self._val_fix(len(files)))
         report = self._report(n_train=len(train), n_val=len(val))
         if self.skipped:
             reasons = Counter(r.split(" (")[0] for r in self.skipped.values())

@@ -24,7 +24,7 @@ import os
 import shutil
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision import datasets
 
-from genlab.data.splits import SplitDataModule
+from genlab.data.splits import MIN_VAL_IMAGES, SplitDataModule
 from genlab.data.transforms import build_augmentation
 from genlab.errors import ConfigError, DataError
 from genlab.utils.atomic import atomic_path
@@ -48,6 +48,8 @@ DATASETS: dict[str, type[datasets.MNIST]] = {
 }
 # Other torchvision sets that keep uint8 HWC arrays in ``.data`` (no IDX files to prepare).
 ARRAY_DATASETS = {"cifar10": datasets.CIFAR10}
+# Images in each set's training file: data.val_size is checked against them at start-up.
+TRAIN_SET_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "kmnist": 60000, "cifar10": 50000}
 SUMS_FILE = "SHA256SUMS.raw"  # beside raw/: SHA-256 of the decompressed files
 # IDX element type code -> bytes per element (http://yann.lecun.com/exdb/mnist/, "IDX format").
 IDX_ITEM_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
@@ -76,6 +78,15 @@ def load_array_dataset(
             f"folder it makes into data.data_dir."
         ) from e
     return torch.from_numpy(raw.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(raw.targets)
+
+
+def val_size_error(dataset: str, val_size: int, size: int) -> ConfigError:
+    """``data.val_size`` that leaves no training image: the key, the set's size, the range."""
+    return ConfigError(
+        f"data.val_size={val_size} leaves no training images: the {dataset} training set holds "
+        f"{size}, split into validation (data.val_size) and training. Use {MIN_VAL_IMAGES} to "
+        f"{size - 1} (default 5000), leaving at least data.batch_size images for training."
+    )
 
 
 def raw_file_names(dataset_cls: type[datasets.MNIST]) -> list[str]:
@@ -321,6 +332,15 @@ class MNISTDataModule(SplitDataModule):
             None if isinstance(augment, bool) else build_augmentation(augment, image_size)
         )
 
+    @staticmethod
+    def check_config(cfg: Mapping) -> None:
+        """Start-up check (``genlab.utils.validation.validate``, before the config is printed):
+        reads no file, so a missing data_dir is still reported by ``prepare_data``."""
+        dataset, val_size = cfg.get("dataset", "mnist"), cfg.get("val_size")
+        size = TRAIN_SET_SIZES.get(dataset)
+        if size and isinstance(val_size, int) and val_size >= size:
+            raise val_size_error(dataset, val_size, size)
+
     def prepare_data(self) -> None:
         if self.dataset in ARRAY_DATASETS:
             load_array_dataset(self.dataset, self.data_dir, True, self.download)
@@ -349,6 +369,8 @@ class MNISTDataModule(SplitDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:
             images, labels = self._load(train=True)
+            if self.val_size >= len(images):
+                raise val_size_error(self.dataset, self.val_size, len(images))
             order = torch.randperm(
                 len(images), generator=torch.Generator().manual_seed(self.split_seed)
             )
@@ -364,6 +386,10 @@ class MNISTDataModule(SplitDataModule):
             )
             self.val_set = ImageTensorDataset(
                 self._fixed_binary(images[val_idx], 1), labels[val_idx], self.channels
+            )
+            self.check_validation_split(
+                f"data.val_size={self.val_size}",
+                f"Set data.val_size to {MIN_VAL_IMAGES} or more (default 5000).",
             )
         if stage in (None, "test", "predict") and self.test_set is None:
             images, labels = self._load(train=False)

@@ -9,9 +9,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from genlab.data.device_batches import DeviceBatches
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, DataError
 from genlab.resume.loader import ResumableLoader
 from genlab.utils.validation import AT_LEAST_ONE, NON_NEGATIVE
+
+# Fewest validation images a training run accepts: FID and KID (the sample-quality monitor,
+# callbacks.fid) need 2, and below that the callback skips them, so checkpointing would wait for
+# a monitor that never comes; nor is one image a basis for picking the best checkpoint.
+MIN_VAL_IMAGES = 2
 
 
 def default_device() -> torch.device:
@@ -50,6 +55,18 @@ class SplitDataModule(pl.LightningDataModule):
         self.samples_per_epoch = samples_per_epoch
         self.on_device, self.poisson_sampling = on_device, poisson_sampling
         self.train_set = self.val_set = self.test_set = None
+
+    def check_validation_split(self, where: str, fix: str) -> None:
+        """Under a Trainer, refuse a validation split too small to validate on, at setup: before
+        training, not after the first epoch. ``where`` names the data, ``fix`` the keys to change.
+        (Without a Trainer, e.g. a quality tool or a test, any split may be inspected.)"""
+        if self.trainer is None or self.val_set is None or len(self.val_set) >= MIN_VAL_IMAGES:
+            return
+        raise DataError(
+            f"{where} leaves {len(self.val_set)} validation image(s) and {len(self.train_set)} "
+            f"for training: validation needs >= {MIN_VAL_IMAGES} (val/fid and val/kid need "
+            f"{MIN_VAL_IMAGES}; below that the monitor is never logged). {fix}"
+        )
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader | DeviceBatches:
         if self.on_device:

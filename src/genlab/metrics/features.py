@@ -60,6 +60,10 @@ class FeatureExtractor(nn.Module):
     identity: str
     num_features: int
     num_classes: int
+    # Smallest image side scored. Both nets resize any input, but below 8 px (sklearn's digits
+    # and the smallest downsampled ImageNet are 8x8) no shape is left for features to describe,
+    # and eval.py would shrink the real images to match. Read from the class, before loading.
+    min_image_size: int = 8
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError

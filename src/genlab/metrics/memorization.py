@@ -18,7 +18,8 @@ copies puts them closer. Two statistics:
   is the one-sided p-value of the combined z-score under "no copying".
 
 Distances are computed in chunks (``chunk`` query rows at a time), so 10k samples against 60k
-training images fit in memory and take seconds on a CPU.
+training images fit in memory and take seconds on a CPU; each chosen neighbour's distance is
+recomputed from the difference, so a copied training image measures exactly 0.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 from torch import Tensor
 
 from genlab.errors import DataError
+from genlab.metrics.distances import nearest_k
 from genlab.metrics.scores import require_finite
 
 # Fewest generated samples the audit is computed on: a data-copying cell is scored with >= 5.
@@ -37,17 +39,11 @@ MIN_SAMPLES = 5
 
 
 def nearest(query: Tensor, reference: Tensor, chunk: int = 2048) -> tuple[Tensor, Tensor]:
-    """Euclidean distance from each query row to its nearest reference row, and that row."""
-    query, reference = query.flatten(1).float(), reference.flatten(1).float()
-    ref_sq = reference.pow(2).sum(1)
-    dists, indices = [], []
-    for block in query.split(chunk):
-        # |q - r|^2 = |q|^2 - 2 q.r + |r|^2: one matmul per chunk instead of a [chunk, N, D] diff
-        d2 = block.pow(2).sum(1, keepdim=True) - 2 * block @ reference.T + ref_sq
-        best, index = d2.min(dim=1)
-        dists.append(best.clamp_min(0).sqrt())
-        indices.append(index)
-    return torch.cat(dists), torch.cat(indices)
+    """Euclidean distance from each query row to its nearest reference row, and that row.
+    The distance is computed from the difference (``distances.nearest_k``): a sample that is
+    a training image measures exactly 0, whatever the BLAS."""
+    dist, index = nearest_k(query, reference, k=1, chunk=chunk)
+    return dist[:, 0], index[:, 0]
 
 
 def kmeans(points: Tensor, k: int, iterations: int = 20, seed: int = 0) -> Tensor:

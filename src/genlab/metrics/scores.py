@@ -19,6 +19,7 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from genlab.errors import DataError
+from genlab.metrics.distances import SPARE_CANDIDATES, exact_distances, nearest_k, shortlist
 
 # Metric names accepted by `score` (and eval.py's `metrics=[...]`).
 SAMPLE_METRICS = ("fid", "kid", "is", "pr", "coverage")
@@ -125,17 +126,20 @@ def inception_score(logits: Tensor, splits: int = IS_SPLITS, seed: int = 0) -> t
 
 
 def _kth_neighbour_radius(x: Tensor, k: int, chunk: int) -> Tensor:
-    """Distance from each row of x to its k-th nearest other row."""
-    radii = [torch.cdist(block, x).topk(k + 1, dim=1, largest=False).values[:, -1]
-             for block in x.split(chunk)]  # fmt: skip
-    return torch.cat(radii)  # k + 1: the nearest "neighbour" is the point itself
+    """Distance from each row of x to its k-th nearest other row (exact: ``nearest_k``)."""
+    return nearest_k(x, x, k + 1, chunk)[0][:, -1]  # k + 1: the nearest is the point itself
 
 
 def _inside_manifold(points: Tensor, centres: Tensor, radii: Tensor, chunk: int) -> Tensor:
-    """For each point: is it inside any ball (centre, radius)?"""
-    return torch.cat(
-        [(torch.cdist(block, centres) <= radii).any(dim=1) for block in points.split(chunk)]
-    )
+    """For each point: is it inside any ball (centre, radius)? The matmul shortlists the balls
+    with the smallest |p - c|^2 - r^2; the verdict is on exact distances, so a copy of a centre
+    whose ball has radius 0 (k + 1 identical images) is inside on every BLAS."""
+    offset = centres.pow(2).sum(1) - radii.pow(2)
+    inside = []
+    for block in points.split(chunk):
+        candidates = shortlist(block, centres, offset, 1 + SPARE_CANDIDATES)
+        inside.append((exact_distances(block, centres, candidates) <= radii[candidates]).any(1))
+    return torch.cat(inside)
 
 
 def precision_recall(

@@ -7,6 +7,8 @@ steps, and declares what it supports:
 
 - ``monitor`` / ``monitor_mode``: the metric checkpoints, sweeps and ``test`` on best read
   (class defaults; the config may override them);
+- ``logged_metrics``: the metrics its training and validation steps log, which
+  ``model.monitor`` may name (checked before training by ``genlab.models.contract``);
 - ``model_metrics``: the metrics its ``test_step`` computes that ``eval.py metrics=[...]`` may
   ask for (``prepare_test`` hears which ones are wanted);
 - ``private_nets()`` (optional): the nets that see real images, for ``privacy.enabled=true``;
@@ -54,6 +56,9 @@ class GenerativeModel(pl.LightningModule):
     monitor: str = "val/loss"  # class defaults, overridden per family and by the config
     monitor_mode: str = "min"
     model_metrics: ClassVar[tuple[str, ...]] = ()
+    # What training_step/validation_step log (a tuple, or a property when settings decide):
+    # model.monitor is checked against it before training. None: undeclared, only warned.
+    logged_metrics: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(
         self,

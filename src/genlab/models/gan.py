@@ -90,6 +90,19 @@ class GAN(GenerativeModel):
         self.diffaugment = check_policy(diffaugment)
         self.top_k, self.top_k_decay = top_k, top_k_decay
 
+    @property
+    def logged_metrics(self) -> tuple[str, ...]:
+        """What training and validation log (``val/fid`` comes from callbacks.fid)."""
+        d_stats = ("d_loss", "d_real", "d_fake", "d_real_acc", "d_fake_acc")
+        penalties = (["train/gradient_penalty"] if self.gp_weight else []) + (
+            ["train/r1_penalty"] if self.r1_gamma else []
+        )
+        return (
+            "train/g_loss",
+            *(f"{stage}/{name}" for stage in ("train", "val") for name in d_stats),
+            *penalties,
+        )
+
     def configure_optimizers(self):
         opt_g = self.optimizer_factory(self.generator.parameters())
         opt_d = self.d_optimizer_factory(self.discriminator.parameters())

@@ -115,6 +115,17 @@ class VAE(GenerativeModel):
             else:
                 self.register_buffer("log_sigma", torch.tensor(math.log(gaussian_sigma)))
 
+    @property
+    def logged_metrics(self) -> tuple[str, ...]:
+        """What training and validation log, as the settings decide (``val/fid`` comes from
+        callbacks.fid)."""
+        train = ["train/elbo", "train/recon", "train/kl"]
+        train += ["train/kl_weight"] if self.kl_schedule != "constant" else []
+        train += ["train/sigma"] if self.likelihood == "gaussian" else []
+        val = ["val/elbo", "val/recon", "val/kl", "val/ssim", "val/psnr"]
+        val += ["val/nll_nats", "val/bits_per_dim"] if self.iwae_samples["val"] > 0 else []
+        return (*train, *val)
+
     def configure_optimizers(self):
         return self._with_schedulers([self.optimizer_factory(self.parameters())])
 

@@ -35,6 +35,11 @@ class VAEGAN(GenerativeModel):
 
     monitor = "val/fid"  # logged by callbacks.fid
     monitor_mode = "min"
+    logged_metrics = (
+        *("train/d_loss", "train/kl", "train/feature_loss", "train/adversarial"),
+        *("train/d_real_acc", "train/d_fake_acc"),
+        *("val/kl", "val/feature_loss", "val/recon_mse", "val/d_real_acc"),
+    )
 
     def __init__(
         self,

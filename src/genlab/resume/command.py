@@ -14,6 +14,7 @@ checkpoint are moved there, never followed.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,9 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     stored = checkpoint[CONFIG_KEY]
     check_stored_config(stored, ckpt, trust=trust)
     # Continue where the user pointed, wherever the run was when the checkpoint was written.
-    here = run_dir_of(ckpt.resolve())
+    # The folder the user named, links not followed: a last.ckpt that is a link elsewhere must
+    # not move the resumed run's writes there (resolvers.run_dir agrees: Hydra's run dir).
+    here = run_dir_of(Path(os.path.abspath(ckpt)))
     for folder in (here, here / "checkpoints"):
         reason = check_writable(folder)
         if reason is not None:

@@ -9,6 +9,11 @@ On SIGTERM Lightning sets a flag and stops after the batch in flight; Ctrl-C doe
 flushes the loggers, so no finished batch is lost. ``every_n_batches`` (``train.py
 checkpoint_every_n_batches=N``) rewrites ``last.ckpt`` during long epochs too: a SIGKILL or a
 crash then costs at most that many batches.
+
+A signal during an epoch's validation stops it after the validation batch in flight; the
+checkpoint records that validation as not yet run, and the resumed run repeats it whole
+(``genlab.resume.progress``). A second SIGTERM meanwhile changes nothing: Lightning's handler
+only sets its flag again until the checkpoint is written.
 """
 
 from __future__ import annotations
@@ -67,7 +72,12 @@ class CheckpointOnInterrupt(Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        if self.every_n_batches and (batch_idx + 1) % self.every_n_batches == 0:
+        if not self.every_n_batches or (batch_idx + 1) % self.every_n_batches:
+            return
+        # Not right before a validation: Lightning resumes from a checkpoint written between a
+        # batch and its validation past that validation (a crash in it would cost the epoch's
+        # row and best checkpoint). last.ckpt is written after the validation anyway.
+        if not _validation_may_follow(trainer, batch_idx, self.progress.total):
             trainer.save_checkpoint(self.path)
 
     def on_exception(
@@ -77,17 +87,44 @@ class CheckpointOnInterrupt(Callback):
             # A crash or a hard Ctrl-C may hit mid-step, with D updated and G not: the state is
             # not one to resume from, so the last good last.ckpt is kept as it is.
             return
-        trainer.save_checkpoint(self.path)
+        # Stopped inside an epoch's validation (not the sanity check): the checkpoint records it
+        # as not yet run, so the resumed run repeats it (genlab.resume.progress).
+        self.progress.stopping_in_validation = trainer.validating
+        try:
+            trainer.save_checkpoint(self.path)
+        finally:
+            self.progress.stopping_in_validation = False
         for logger in trainer.loggers:
             logger.finalize("interrupted")
-        log.warning(
-            "Stopped by a signal in epoch %d after %d batches. Checkpoint: %s. Resume with: "
-            "python train.py resume=%s",
-            trainer.current_epoch,
-            self.progress.batches,
-            self.path,
-            self.path.parent.parent if self.path.parent.name == "checkpoints" else self.path,
+        where = (
+            f"during epoch {trainer.current_epoch}'s validation (it runs again on resume)"
+            if trainer.validating
+            else f"in epoch {trainer.current_epoch} after {self.progress.batches} batches"
         )
+        run_dir = self.path.parent.parent if self.path.parent.name == "checkpoints" else self.path
+        log.warning(
+            "Stopped by a signal %s. Checkpoint: %s. Resume with: python train.py resume=%s",
+            where,
+            self.path,
+            run_dir,
+        )
+
+
+def _validation_may_follow(trainer: pl.Trainer, batch_idx: int, total_batches: int) -> bool:
+    """Whether Lightning validates after training batch ``batch_idx``, by its own rule on public
+    trainer attributes. (A time-based val_check_interval cannot be foreseen: False.)"""
+    epochs = trainer.check_val_every_n_epoch
+    if not trainer.enable_validation or (epochs and (trainer.current_epoch + 1) % epochs):
+        return False
+    if batch_idx + 1 >= trainer.num_training_batches:  # the epoch's last batch
+        return True
+    every = trainer.val_check_batch  # val_check_interval in batches
+    if not isinstance(every, int):
+        return False
+    # check_val_every_n_epoch=null: val_check_interval counts batches across epochs.
+    if epochs is None:
+        batch_idx = total_batches - 1
+    return (batch_idx + 1) % every == 0
 
 
 def _in_main_thread() -> bool:

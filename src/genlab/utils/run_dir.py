@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
-from genlab.errors import RunDirBusy
+from genlab.errors import ConfigError, RunDirBusy
 from genlab.utils.atomic import atomic_path
 
 try:
@@ -80,14 +80,41 @@ def write_run_info(output_dir: str | Path, repo: str | Path) -> Path:
 def check_writable(directory: str | Path) -> str | None:
     """None if files can be created in ``directory`` (made if missing), else the reason."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        return "it is a file, not a folder"  # mkdir's own word for it: "File exists"
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / ".genlab_write_test"
         probe.write_text("")
         probe.unlink()
+    except NotADirectoryError:
+        return "part of that path is a file, not a folder"
     except OSError as err:
         return err.strerror or str(err)
     return None
+
+
+CACHE_ENV = "GENLAB_CACHE_DIR"  # conf/paths/default.yaml: paths.cache_dir's default
+
+
+def check_cache_dir(cache_dir: str | Path | None) -> None:
+    """``ConfigError`` unless the feature cache (``paths.cache_dir``) can be written: checked
+    before any data is loaded, where it would otherwise fail after the first epoch. The line
+    names ``GENLAB_CACHE_DIR`` when that variable chose the folder, else ``paths.cache_dir``."""
+    if not cache_dir:
+        return
+    reason = check_writable(cache_dir)
+    if reason is None:
+        return
+    if os.environ.get(CACHE_ENV) and Path(os.environ[CACHE_ENV]) == Path(cache_dir):
+        raise ConfigError(
+            f"{CACHE_ENV}={cache_dir}: cannot write the feature cache there ({reason}). Point "
+            f"{CACHE_ENV} at a writable folder, or unset it to use the project's .cache/."
+        )
+    raise ConfigError(
+        f"paths.cache_dir={cache_dir}: cannot write the feature cache there ({reason}). Set "
+        "paths.cache_dir (or the GENLAB_CACHE_DIR variable) to a writable folder."
+    )
 
 
 # A run holds an exclusive lock on this file in its folder while it writes there; the file

@@ -116,6 +116,7 @@ def validate(cfg: DictConfig) -> None:
         if key not in cfg:
             raise ConfigError(f"the config has no '{key}' group: pass {key}=<choice>.")
     check_required(cfg)
+    check_monitor_keys(cfg.model)
     mode = cfg.model.get("monitor_mode")
     if mode is not None and mode not in ("min", "max"):
         raise ConfigError(f"model.monitor_mode={mode!r}: choose 'min' or 'max'.")
@@ -128,6 +129,32 @@ def validate(cfg: DictConfig) -> None:
     for group in ("data", "model"):
         check_types(cfg[group], group)
     check_nets_match_data(cfg)
+    check_own_config(cfg.data)
+
+
+def check_own_config(node: DictConfig) -> None:
+    """A class's own cheap start-up check, ``check_config(node)`` where its ``_target_``
+    defines one (an image folder that is missing or empty), run before anything is printed."""
+    from hydra.utils import get_object
+
+    try:
+        check = getattr(get_object(node.get("_target_")), "check_config", None)
+    except Exception:
+        return  # a bad _target_ is reported by instantiate, with its own message
+    if callable(check):
+        check(node)
+
+
+def check_monitor_keys(model_cfg: DictConfig) -> None:
+    """Checkpointing, early stopping and sweeps interpolate ``${model.monitor}`` and
+    ``${model.monitor_mode}``: without them the run would stop on an interpolation traceback."""
+    for key, value in (("monitor", "val/<metric>"), ("monitor_mode", "min|max")):
+        if key not in model_cfg:
+            raise ConfigError(
+                f"model.{key} is not set: contract row 'monitor' (docs/models.md) is broken. "
+                f"Fix: add '{key}: {value}' to the model's config file (conf/model/<name>.yaml), "
+                f"or pass +model.{key}={value} on the command line."
+            )
 
 
 def check_trainer_budget(trainer_cfg: DictConfig) -> None:
