@@ -40,3 +40,19 @@ def test_file_size_limit_while_checkpointing(tmp_path: Path) -> None:
     # The previous checkpoint is untouched and no temporary file is left beside it.
     assert [p.name for p in folder.iterdir()] == ["last.ckpt"]
     assert torch.load(folder / "last.ckpt", weights_only=True)["w"].sum() == 3
+
+
+def test_resume_hints_are_one_shell_word(tmp_path: Path) -> None:
+    """A run folder with a space: the printed command still pastes as one argument."""
+    import errno
+    import shlex
+
+    from genlab.resume.checkpoint import _write_failure
+
+    folder = tmp_path / "my run" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "last.ckpt").write_bytes(b"")
+    err = OSError(errno.ENOSPC, "No space left on device")
+    line = _write_failure(folder / "epoch001.ckpt", 1000, err)
+    command = line.split("then resume with ", 1)[1].rstrip(".")
+    assert shlex.split(command)[-1] == f"resume={folder.parent}"

@@ -10,6 +10,9 @@ by the model's ``check_finite``, with the same advice.)
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
@@ -48,5 +51,11 @@ class DivergenceGuard(Callback):
             f"{self.max_grad_norm:g} at global step {trainer.global_step} (epoch "
             f"{trainer.current_epoch}); last logged {losses}. Training diverged: lower the "
             f"learning rate, set model.gradient_clip_val=1.0, or resume from the last good "
-            f"checkpoint: ckpt_path={last_good_checkpoint(trainer)}"
+            f"checkpoint: ckpt_path={_quoted(last_good_checkpoint(trainer))}"
         )
+
+
+def _quoted(path: str) -> str:
+    """A checkpoint path as one shell word (run folders may hold spaces); the placeholder text
+    for "none yet" as it is."""
+    return shlex.quote(path) if Path(path).is_file() else path

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ class CheckpointOnInterrupt(Callback):
             "Stopped by a signal %s. Checkpoint: %s. Resume with: python train.py resume=%s",
             where,
             self.path,
-            run_dir,
+            shlex.quote(str(run_dir)),  # a path with spaces stays one argument when pasted
         )
 
 
