@@ -35,7 +35,7 @@ def exit_on_user_error() -> Iterator[None]:
     reports it), also in a multirun, which it ends. train.py's fit handles Ctrl-C itself first
     (a checkpoint and a resume command, genlab.resume.interrupt).
     """
-    _job_started()
+    _job_started()  # the job's own errors get Hydra's usual report (unknown_keys_as_one_line)
     try:
         yield
     except KeyboardInterrupt:
@@ -229,7 +229,11 @@ def closest_keys(key: str, keys: list[str], n: int = 3) -> list[str]:
     prefix = f"{parent}." if parent else ""
     siblings = [k.removeprefix(prefix) for k in keys if k.startswith(prefix)]
     siblings = [s for s in siblings if "." not in s]
-    beside = [prefix + s for s in difflib.get_close_matches(leaf, siblings, n, 0.7)]
+    ratio = {s: difflib.SequenceMatcher(None, leaf, s).ratio() for s in siblings}
+    # The nearest spellings only: metrcs -> metrics, not extras as well.
+    cutoff = max(0.6, max(ratio.values(), default=0.0) - 0.1)
+    beside = sorted((s for s in ratio if ratio[s] >= cutoff), key=ratio.__getitem__, reverse=True)
+    beside = [prefix + s for s in beside[:n]]
     top = key.partition(".")[0]
     deeper = [k for k in keys if k.startswith(f"{top}.") and k.rpartition(".")[2] == leaf]
     return beside or deeper[:n] or difflib.get_close_matches(key, keys, n, 0.8)
