@@ -313,7 +313,7 @@ def test_precision_and_recall_monitors_come_from_pr(make_cfg, monitor: str) -> N
     from genlab.train import callback_metrics, check_monitor_source
 
     cfg = make_cfg(f"model.monitor={monitor}", "model.monitor_mode=max")
-    with pytest.raises(ConfigError, match="add pr to callbacks.fid.metrics"):
+    with pytest.raises(ConfigError, match=r"add pr to callbacks\.fid\.metrics"):
         check_monitor_source(cfg)
     cfg = make_cfg(
         f"model.monitor={monitor}", "model.monitor_mode=max", "callbacks.fid.metrics=[fid,pr]"
