@@ -117,19 +117,21 @@ def test_own_model_sweeps_resumes_samples_and_evaluates(lab: Path) -> None:
     half = lab / "half"
     _ok(run_script("train.py", *model, "trainer.max_epochs=1", "model.lr=0.01",
                    f"hydra.run.dir={half}"))  # fmt: skip
-    _ok(run_script("train.py", f"resume={half}", "trainer.max_epochs=2"))
+    # The lab's config folder vouches for its model's _target_ (docs/security.md).
+    searchpath = f"hydra.searchpath=[file://{lab / 'conf'}]"
+    _ok(run_script("train.py", f"resume={half}", searchpath, "trainer.max_epochs=2"))
     a, b = _weights(straight), _weights(half)
     assert all(torch.equal(a[k], b[k]) for k in a), "resume is not exact"
 
     # Samples from the checkpoint, seeded and in range.
     out = lab / "samples.npy"
-    _ok(run_script("sample.py", f"ckpt_path={half / 'checkpoints' / 'last.ckpt'}", "n=12", f"out={out}", "seed=3",
+    _ok(run_script("sample.py", searchpath, f"ckpt_path={half / 'checkpoints' / 'last.ckpt'}", "n=12", f"out={out}", "seed=3",
                    f"hydra.run.dir={lab / 'sample'}"))  # fmt: skip
     samples = np.load(out)
     assert samples.shape == (12, 1, 28, 28) and samples.min() >= 0 and samples.max() <= 1
 
     # eval.py: sample metrics for every model, plus the metrics this model declares.
-    _ok(run_script("eval.py", f"ckpt_path={half / 'checkpoints' / 'last.ckpt'}",
+    _ok(run_script("eval.py", searchpath, f"ckpt_path={half / 'checkpoints' / 'last.ckpt'}",
                    "metrics=[fid,model]", "num_samples=64", "trainer=cpu",
                    "++trainer.limit_test_batches=2", f"hydra.run.dir={lab / 'eval'}"))  # fmt: skip
     metrics = json.loads((lab / "eval" / "metrics.json").read_text())["metrics"]

@@ -77,7 +77,8 @@ def vouched(target: str, conf_dir: str | None = None) -> bool:
     or it is a class of genlab, of the project's own packages (``my_models``, a test's
     callback) or a torch optimizer/scheduler/module class."""
     root = Path(project_root())
-    if target in conf_targets(conf_dir or str(root / "conf")):
+    dirs = [conf_dir] if conf_dir else [str(root / "conf"), *_searched_conf_dirs()]
+    if any(target in conf_targets(d) for d in dirs):
         return True
     parts = target.split(".")
     if len(parts) < 2 or not all(p.isidentifier() for p in parts):
@@ -93,6 +94,17 @@ def vouched(target: str, conf_dir: str | None = None) -> bool:
     if target.startswith(_TORCH_CLASSES):
         owner = ".".join(parts[:2]) + "."
     return f"{obj.__module__}.".startswith(owner)
+
+
+def _searched_conf_dirs() -> list[str]:
+    """The config folders this command's Hydra searches (``--config-dir``, ``hydra.searchpath``):
+    a researcher's own configs, chosen on this machine, vouch like conf/."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    sources = HydraConfig.get().runtime.config_sources
+    return [s.path for s in sources if s.schema == "file" and Path(s.path).is_dir()]
 
 
 def _locate(target: str) -> Any:
