@@ -107,12 +107,17 @@ def test_cache_decodes_once_and_matches(messy_folder: Path, tmp_path: Path) -> N
     assert len(list(cache_dir.rglob("*.u8"))) == 2  # another size, another cache
 
 
-def test_train_val_layout_and_unlabelled(tmp_path: Path) -> None:
-    rng = np.random.default_rng(1)
-    for split, n in (("train", 8), ("val", 3)):
-        (tmp_path / "data" / split).mkdir(parents=True)
+def _split_folders(root: Path, counts: dict[str, int], seed: int) -> None:
+    """A ``train/`` + ``val/`` layout with ``counts[split]`` random pictures in each."""
+    rng = np.random.default_rng(seed)
+    for split, n in counts.items():
+        (root / split).mkdir(parents=True)
         for i in range(n):
-            _picture(rng).save(tmp_path / "data" / split / f"{i}.png")
+            _picture(rng).save(root / split / f"{i}.png")
+
+
+def test_train_val_layout_and_unlabelled(tmp_path: Path) -> None:
+    _split_folders(tmp_path / "data", {"train": 8, "val": 3}, seed=1)
     dm = _datamodule(tmp_path / "data", tmp_path)
     assert len(dm.train_set) == 8 and len(dm.val_set) == 3
     assert dm.classes == [] and dm.train_set[0][1].item() == -1
@@ -277,11 +282,7 @@ def test_a_tiny_validation_split_is_refused_before_training(make_cfg, tmp_path: 
 def test_one_image_in_val_names_the_folder(tmp_path: Path) -> None:
     import pytorch_lightning as pl
 
-    rng = np.random.default_rng(4)
-    for split, n in (("train", 6), ("val", 1)):
-        (tmp_path / "data" / split).mkdir(parents=True)
-        for i in range(n):
-            _picture(rng).save(tmp_path / "data" / split / f"{i}.png")
+    _split_folders(tmp_path / "data", {"train": 6, "val": 1}, seed=4)
     dm = ImageFolderDataModule(path=str(tmp_path / "data"), image_size=32, batch_size=2)
     dm.trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     with pytest.raises(DataError) as err:

@@ -67,7 +67,7 @@ class BatchProgress(Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get(_VAL_PROGRESS)
+        progress = validation_counters(checkpoint)
         if self.stopping_in_validation:
             if progress is None or not validation_not_begun(progress):
                 log.warning(
@@ -85,6 +85,15 @@ class BatchProgress(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         self._repeating = bool(checkpoint.get(VALIDATION_PENDING_KEY))
+
+
+def validation_counters(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The fit's validation counters in the checkpoint's ``loops`` entry: the one loop state
+    that holds them (Lightning's checkpoint format), or None."""
+    for state in (checkpoint.get("loops") or {}).values():
+        if isinstance(state, dict) and isinstance(state.get(_VAL_PROGRESS), dict):
+            return state[_VAL_PROGRESS]
+    return None
 
 
 def validation_not_begun(progress: dict[str, Any]) -> bool:
