@@ -41,7 +41,7 @@ from omegaconf import DictConfig, open_dict
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 import genlab  # noqa: E402, F401  (registers resolvers)
-from genlab.utils.instantiate import instantiate_list  # noqa: E402
+from genlab.config.instantiate import instantiate_list  # noqa: E402
 
 VARIANTS = ("plain", "barebones", "default")
 

@@ -34,13 +34,9 @@ from pathlib import Path
 
 import torch
 
-from genlab.errors import CheckpointError, ConfigError
-from genlab.metrics.sampling import draw
-from genlab.resume.checkpoint import load_model, read_checkpoint
-from genlab.resume.stored_config import CONFIG_KEY
-from genlab.utils.atomic import atomic_path
-from genlab.utils.cli import exit_on_user_error
-from genlab.utils.pretrained import (
+from genlab.checkpoints.keys import CONFIG_KEY
+from genlab.checkpoints.load import load_model, read_checkpoint
+from genlab.checkpoints.pretrained import (
     MAX_BYTES,
     NAME,
     PREFIX,
@@ -49,6 +45,10 @@ from genlab.utils.pretrained import (
     sha256,
     write_sums,
 )
+from genlab.config.cli import exit_on_user_error
+from genlab.errors import CheckpointError, ConfigError
+from genlab.metrics.sampling import draw
+from genlab.utils.atomic import atomic_path
 
 # What sampling and eval.py read (load_model: the config and state_dict), plus what says
 # where the weights come from. Everything else of a training checkpoint is dropped.

@@ -34,9 +34,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from genlab.checkpoints.pretrained import pretrained_dir, read_sums, resolve_checkpoint
+from genlab.config.cli import exit_on_user_error
 from genlab.errors import CheckpointError
-from genlab.utils.cli import exit_on_user_error
-from genlab.utils.pretrained import pretrained_dir, read_sums, resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results.md"

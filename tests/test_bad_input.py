@@ -54,7 +54,7 @@ def test_misspelt_key_is_named(make_cfg) -> None:
 
 
 def test_unreadable_or_foreign_checkpoints(tmp_path: Path) -> None:
-    from genlab.resume.checkpoint import load_model
+    from genlab.checkpoints.load import load_model
 
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(b"PK\x03\x04 not a whole zip")

@@ -14,7 +14,7 @@ CHILD = """
 import resource, sys, torch
 from pathlib import Path
 from genlab.errors import CheckpointError
-from genlab.resume.checkpoint import AtomicCheckpointIO
+from genlab.checkpoints.io import AtomicCheckpointIO
 
 folder = Path(sys.argv[1])
 hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
@@ -47,7 +47,7 @@ def test_resume_hints_are_one_shell_word(tmp_path: Path) -> None:
     import errno
     import shlex
 
-    from genlab.resume.checkpoint import _write_failure
+    from genlab.checkpoints.io import _write_failure
 
     folder = tmp_path / "my run" / "checkpoints"
     folder.mkdir(parents=True)

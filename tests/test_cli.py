@@ -78,8 +78,8 @@ def vae_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_gan_checkpoint_samples(tmp_path: Path) -> None:
+    from genlab.checkpoints.load import load_model
     from genlab.models.gan import GAN
-    from genlab.resume.checkpoint import load_model
     from genlab.sample import draw
 
     result = run_script(
@@ -118,7 +118,7 @@ def test_sample_cli_round_trip(vae_checkpoint: Path, tmp_path: Path) -> None:
 
 
 def test_samples_do_not_depend_on_batch_size(vae_checkpoint: Path) -> None:
-    from genlab.resume.checkpoint import load_model
+    from genlab.checkpoints.load import load_model
     from genlab.sample import draw
 
     model, _ = load_model(vae_checkpoint)

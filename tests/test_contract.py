@@ -19,11 +19,11 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, open_dict
 
+from genlab.checkpoints.load import load_model
 from genlab.evaluate import model_metrics
 from genlab.evaluate import run as evaluate
 from genlab.metrics.sampling import draw
 from genlab.models.contract import check_contract, declared_metrics
-from genlab.resume.checkpoint import load_model
 from genlab.resume.command import resume_config
 from genlab.train import callback_metrics, run
 from tests.conftest import CONF, tiny_overrides

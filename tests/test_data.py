@@ -11,9 +11,9 @@ import pytorch_lightning as pl
 import torch
 from torchvision import datasets
 
+from genlab.config.validation import validate
 from genlab.data.mnist import MNISTDataModule, ensure_raw_files, raw_file_names
 from genlab.errors import ConfigError, DataError
-from genlab.utils.validation import validate
 from tests.conftest import SHIPPED
 
 

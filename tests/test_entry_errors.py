@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from genlab.config.cli import closest_keys, exit_on_user_error, unknown_keys_as_one_line
 from genlab.errors import ConfigError
-from genlab.utils.cli import closest_keys, exit_on_user_error, unknown_keys_as_one_line
 from tests.conftest import CONF, ROOT, run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -206,7 +206,7 @@ CHILD = """
 import resource, signal, sys
 from pathlib import Path
 from genlab.utils.atomic import atomic_path
-from genlab.utils.cli import exit_on_user_error
+from genlab.config.cli import exit_on_user_error
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not death by SIGXFSZ
 resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))

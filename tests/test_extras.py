@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genlab.utils.cli import exit_if_plugin_missing
+from genlab.config.cli import exit_if_plugin_missing
 from tests.conftest import CONF, ROOT, run_script
 
 INSTALL = 'pip install -e ".[sweeps]"'

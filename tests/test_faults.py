@@ -20,14 +20,16 @@ import numpy as np
 import pytest
 import torch
 
-import genlab.resume.checkpoint as checkpoint_module
+import genlab.checkpoints.load as checkpoint_module
+from genlab.checkpoints.io import AtomicCheckpointIO
+from genlab.checkpoints.keys import STEP_KEY
+from genlab.checkpoints.load import read_checkpoint
+from genlab.config.cli import exit_on_user_error
 from genlab.errors import CheckpointError
-from genlab.loggers import STEP_KEY, MetricsCheckpointSync, ResumableCSVLogger
-from genlab.resume.checkpoint import AtomicCheckpointIO, read_checkpoint
+from genlab.loggers.metrics_csv import MetricsCheckpointSync, ResumableCSVLogger
 from genlab.train import run
 from genlab.utils import atomic
 from genlab.utils.atomic import TEMP_NAME, atomic_path, clean_stale_temporaries, current_umask
-from genlab.utils.cli import exit_on_user_error
 from tests.conftest import ROOT, as_unprivileged
 
 

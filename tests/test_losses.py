@@ -8,11 +8,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from genlab.config.validation import validate
 from genlab.errors import ConfigError
 from genlab.models import losses
 from genlab.models.diffaugment import check_policy, diff_augment
 from genlab.models.penalties import gradient_penalty, r1_penalty
-from genlab.utils.validation import validate
 
 REAL = torch.tensor([2.0, -1.0])
 FAKE = torch.tensor([0.5, -3.0])
@@ -91,7 +91,7 @@ def test_ema_generator_trails_and_is_used_for_sampling(make_cfg) -> None:
 
     cfg = make_cfg("model=gan", "model.ema_decay=0.9", "debug=limit")
     run(cfg)
-    from genlab.resume.checkpoint import load_model
+    from genlab.checkpoints.load import load_model
 
     gan, _ = load_model(f"{cfg.paths.output_dir}/checkpoints/last.ckpt")
     raw = torch.cat([p.flatten() for p in gan.generator.parameters()])

@@ -13,9 +13,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from genlab.checkpoints.keys import CONFIG_KEY
+from genlab.checkpoints.load import load_model
 from genlab.metrics.sampling import draw
-from genlab.resume.checkpoint import load_model
-from genlab.resume.stored_config import CONFIG_KEY
 from genlab.train import run
 from tests.conftest import CONF, run_script, tiny_overrides
 

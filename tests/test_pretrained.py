@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
+from genlab.checkpoints.load import check_fits, load_model, read_checkpoint
+from genlab.checkpoints.pretrained import MAX_BYTES, SUMS, read_sums, sha256
 from genlab.errors import CheckpointError, ConfigError
-from genlab.resume.checkpoint import check_fits, load_model, read_checkpoint
-from genlab.utils.pretrained import MAX_BYTES, SUMS, read_sums, sha256
 from tests.conftest import ROOT, run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore")

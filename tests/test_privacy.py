@@ -16,12 +16,12 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 from torch.utils.data import TensorDataset
 
-from genlab.callbacks.privacy import DifferentialPrivacy
+from genlab.config.instantiate import instantiate_group
+from genlab.data.loader import PoissonBatchSampler, ResumableLoader
 from genlab.errors import ConfigError
 from genlab.nets.conv import ConvEncoder
-from genlab.resume.loader import PoissonBatchSampler, ResumableLoader
+from genlab.privacy.callback import DifferentialPrivacy
 from genlab.train import run
-from genlab.utils.instantiate import instantiate_group
 
 DP = ["privacy.enabled=true", "debug=limit", "test=false"]
 

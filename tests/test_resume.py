@@ -207,8 +207,8 @@ def test_checkpoint_writes_are_atomic(tmp_path: Path, monkeypatch) -> None:
     """A kill while last.ckpt is rewritten leaves the previous last.ckpt whole."""
     from io import FileIO
 
-    import genlab.resume.checkpoint as checkpoint_module
-    from genlab.resume.checkpoint import AtomicCheckpointIO
+    import genlab.checkpoints.load as checkpoint_module
+    from genlab.checkpoints.io import AtomicCheckpointIO
 
     io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
     io.save_checkpoint({"step": 1, "w": torch.ones(1000)}, path)

@@ -23,13 +23,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from genlab.config.cli import user_error
+from genlab.config.validation import validate
 from genlab.errors import ConfigError, RunDirBusy
+from genlab.loggers.wandb_offline import offline_logger_config, wandb_offline_reason
 from genlab.resume.command import relocate, resume_config
+from genlab.resume.run_dir import OWNER_FILE, owned_run_dir, refuse_if_owned
 from genlab.train import run
-from genlab.utils.cli import user_error
-from genlab.utils.run_dir import OWNER_FILE, owned_run_dir, refuse_if_owned
-from genlab.utils.validation import validate
-from genlab.utils.wandb_offline import offline_logger_config, wandb_offline_reason
 from tests.conftest import ROOT, run_script, tiny_overrides
 
 ONE_EPOCH = ["debug=limit", "trainer.max_epochs=1", "test=false"]
@@ -39,7 +39,7 @@ def _hold(directory: Path) -> subprocess.Popen:
     """Another live process holding ``directory`` (as a running train.py does)."""
     code = (
         "import sys, time\n"
-        "from genlab.utils.run_dir import owned_run_dir\n"
+        "from genlab.resume.run_dir import owned_run_dir\n"
         f"with owned_run_dir({str(directory)!r}):\n"
         "    print('held', flush=True)\n"
         "    time.sleep(60)\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genlab.resume.stored_config import CONFIG_KEY, WANDB_ID_KEY
+from genlab.checkpoints.keys import CONFIG_KEY, WANDB_ID_KEY
 from genlab.train import run
 
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from genlab.loggers import ResumableCSVLogger
-from genlab.resume.progress import VALIDATION_PENDING_KEY
+from genlab.checkpoints.keys import VALIDATION_PENDING_KEY
+from genlab.loggers.metrics_csv import ResumableCSVLogger
 from genlab.train import run
 
 SHORT = [

@@ -14,9 +14,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from genlab.errors import ConfigError
+from genlab.resume.run_dir import OWNER_FILE, check_cache_dir
 from genlab.sweeps import collect, sweep_settings_problem
 from genlab.train import run
-from genlab.utils.run_dir import OWNER_FILE, check_cache_dir
 from tests.conftest import CONF, TINY, TINY_NETS, UNPRIVILEGED_ID, as_unprivileged, run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore")

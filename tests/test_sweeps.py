@@ -10,10 +10,10 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
+from genlab.config.launcher import strategy_for_launcher
 from genlab.errors import ConfigError
 from genlab.resolvers import override_tags, sweep_group
 from genlab.sweeps import collect, summarize, write_result
-from genlab.utils.launcher import strategy_for_launcher
 from tests.conftest import CONF, JOB_TINY, ROOT, run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore")

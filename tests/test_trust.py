@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from genlab.checkpoints.io import AtomicCheckpointIO
+from genlab.checkpoints.load import load_model, read_checkpoint
+from genlab.checkpoints.pretrained import resolve_checkpoint, sha256, write_sums
 from genlab.checkpoints.trust import UntrustedCheckpoint, check_stored_config, vouched
 from genlab.errors import CheckpointError
-from genlab.resume.checkpoint import AtomicCheckpointIO, load_model, read_checkpoint
-from genlab.utils.pretrained import resolve_checkpoint, sha256, write_sums
 from tests.conftest import JOB_TINY, run_script
 
 CONFIG = "genlab_config"
@@ -144,7 +145,7 @@ def test_what_is_vouched_for() -> None:
     # ...but not what those modules import, functions, or anything else.
     for target in (
         "genlab.utils.atomic.os.system",
-        "genlab.resume.checkpoint.torch.load",
+        "genlab.checkpoints.load.torch.load",
         "torch.nn.functional.relu",
         "torch.load",
         "numpy.save",

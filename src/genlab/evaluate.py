@@ -32,19 +32,19 @@ from rich.console import Console
 from rich.table import Table
 from torchvision.utils import save_image
 
+from genlab.checkpoints.load import load_model
+from genlab.config.extras import print_config, silence_known_warnings
+from genlab.config.instantiate import instantiate_group
+from genlab.config.ranges import Arg, check_args, integer, names, optional_path, seed
+from genlab.config.validation import check_accelerator, check_own_config, check_types
 from genlab.errors import ConfigError, DataError
 from genlab.metrics.feature_sets import AUDIT_SPLITS, extract, real_features, split_images
 from genlab.metrics.memorization import MIN_SAMPLES as AUDIT_MIN_SAMPLES
 from genlab.metrics.memorization import closest_pairs, memorization_report
 from genlab.metrics.sampling import draw, finite_samples, iter_samples
 from genlab.metrics.scores import SAMPLE_METRICS, require_finite, score, too_few
-from genlab.resume.checkpoint import load_model
+from genlab.resume.run_dir import check_cache_dir
 from genlab.utils.atomic import atomic_path
-from genlab.utils.extras import print_config, silence_known_warnings
-from genlab.utils.instantiate import instantiate_group
-from genlab.utils.ranges import Arg, check_args, integer, names, optional_path, seed
-from genlab.utils.run_dir import check_cache_dir
-from genlab.utils.validation import check_accelerator, check_own_config, check_types
 
 log = logging.getLogger(__name__)
 # Needs the training images too: nearest-neighbour distances and the data-copying test.

@@ -23,13 +23,13 @@ import torch
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
+from genlab.checkpoints.load import load_model
+from genlab.config.cli import file_size_limit
+from genlab.config.ranges import Arg, check_args, choice, integer, output_file, pattern, seed
+from genlab.config.validation import check_required
 from genlab.errors import ConfigError
 from genlab.metrics.sampling import draw, finite_samples, iter_samples
-from genlab.resume.checkpoint import load_model
 from genlab.utils.atomic import atomic_path
-from genlab.utils.cli import file_size_limit
-from genlab.utils.ranges import Arg, check_args, choice, integer, output_file, pattern, seed
-from genlab.utils.validation import check_required
 
 log = logging.getLogger(__name__)
 FORMATS = (".npy", ".pt", ".png")

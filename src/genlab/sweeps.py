@@ -28,9 +28,9 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 
+from genlab.config.cli import exit_on_user_error
 from genlab.errors import DataError
 from genlab.utils.atomic import atomic_path
-from genlab.utils.cli import exit_on_user_error
 
 log = logging.getLogger(__name__)
 RESULT_FILE = "result.json"

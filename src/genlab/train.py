@@ -21,21 +21,22 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from genlab.checkpoints.io import AtomicCheckpointIO
+from genlab.checkpoints.keys import CONFIG_FILE_KEY, WANDB_ID_KEY, config_file_sha256
+from genlab.checkpoints.load import check_fits, read_checkpoint
+from genlab.config.extras import apply_extras
+from genlab.config.instantiate import instantiate_group, instantiate_list, to_dict
+from genlab.config.launcher import strategy_for_launcher
+from genlab.config.validation import check_manual_optimization, validate
 from genlab.errors import ConfigError
-from genlab.loggers import MetricsCheckpointSync, ResumableCSVLogger
+from genlab.loggers.metrics_csv import MetricsCheckpointSync, ResumableCSVLogger
+from genlab.loggers.wandb_offline import offline_logger_config
 from genlab.models.contract import check_contract
 from genlab.resume import resume_callbacks
-from genlab.resume.checkpoint import AtomicCheckpointIO, check_fits, read_checkpoint
 from genlab.resume.command import resume_config
-from genlab.resume.stored_config import CONFIG_FILE_KEY, WANDB_ID_KEY, config_file_sha256
+from genlab.resume.run_dir import check_cache_dir, owned_run_dir, write_run_info
 from genlab.sweeps import write_result
 from genlab.utils.atomic import atomic_path, clean_stale_temporaries
-from genlab.utils.extras import apply_extras
-from genlab.utils.instantiate import instantiate_group, instantiate_list, to_dict
-from genlab.utils.launcher import strategy_for_launcher
-from genlab.utils.run_dir import check_cache_dir, owned_run_dir, write_run_info
-from genlab.utils.validation import check_manual_optimization, validate
-from genlab.utils.wandb_offline import offline_logger_config
 
 log = logging.getLogger(__name__)
 

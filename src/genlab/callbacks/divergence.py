@@ -17,8 +17,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from genlab.checkpoints.load import last_good_checkpoint
 from genlab.errors import DivergenceError
-from genlab.resume.checkpoint import last_good_checkpoint
 
 
 class DivergenceGuard(Callback):

@@ -14,7 +14,7 @@ the key and the target:
   an interpolation or resolver call (``${oc.env:...}``: the stored config is resolved, so a
   real one has none), or a Hydra key other than ``_target_``/``_partial_``/``_recursive_``/
   ``_convert_``/``_args_``;
-- a value of a type its constructor's hints do not accept (``genlab.utils.validation``).
+- a value of a type its constructor's hints do not accept (``genlab.config.validation``).
 
 ``trust=True`` (``trust_checkpoint=true`` on the command line) accepts a file knowingly, as
 ``trust_remote_code`` does elsewhere. docs/security.md has the threat model.
@@ -160,7 +160,7 @@ def check_stored_config(config: Any, where: str | Path, trust: bool = False) -> 
 
 def _check_types(config: dict, where: str | Path) -> None:
     """Every vouched constructor gets values of the types its hints accept."""
-    from genlab.utils.validation import check_types
+    from genlab.config.validation import check_types
 
     stored = OmegaConf.create(config)
     for group in ("model", "data", "privacy", "features"):

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from genlab.resume.loader import item_seed, resume_position
+from genlab.data.loader import item_seed, resume_position
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -122,7 +122,7 @@ class DeviceBatches:
                     images = random_shift(images, self.shift, generator)
             yield images.expand(-1, self.channels, -1, -1), self.labels[index]
 
-    # Lightning checkpoints a loader with these two methods (see genlab.resume.loader).
+    # Lightning checkpoints a loader with these two methods (see genlab.data.loader).
     def mark_trained(self, batches: int) -> None:
         self.batches_trained = batches
 

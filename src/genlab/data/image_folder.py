@@ -330,7 +330,7 @@ class ImageFolderDataModule(SplitDataModule):
 
     @staticmethod
     def check_config(cfg: Mapping) -> None:
-        """Start-up check (``genlab.utils.validation.validate``): a missing or empty folder is
+        """Start-up check (``genlab.config.validation.validate``): a missing or empty folder is
         the one line printed, before the config dump and Lightning's banners."""
         require_images(cfg["path"], cfg.get("file_list"))
 

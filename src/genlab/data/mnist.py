@@ -33,11 +33,11 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision import datasets
 
+from genlab.config.validation import AT_LEAST_ONE
 from genlab.data.splits import MIN_VAL_IMAGES, SplitDataModule
 from genlab.data.transforms import build_augmentation
 from genlab.errors import ConfigError, DataError
 from genlab.utils.atomic import atomic_path
-from genlab.utils.validation import AT_LEAST_ONE
 
 log = logging.getLogger(__name__)
 # config name -> torchvision class (its name is also the folder under data_dir)
@@ -334,7 +334,7 @@ class MNISTDataModule(SplitDataModule):
 
     @staticmethod
     def check_config(cfg: Mapping) -> None:
-        """Start-up check (``genlab.utils.validation.validate``, before the config is printed):
+        """Start-up check (``genlab.config.validation.validate``, before the config is printed):
         reads no file, so a missing data_dir is still reported by ``prepare_data``."""
         dataset, val_size = cfg.get("dataset", "mnist"), cfg.get("val_size")
         size = TRAIN_SET_SIZES.get(dataset)

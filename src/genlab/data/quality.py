@@ -34,11 +34,11 @@ import torch
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
+from genlab.config.cli import exit_on_user_error
+from genlab.config.validation import check_required
 from genlab.data.image_folder import BadImage, open_image, resize_crop, scan_folder
 from genlab.errors import ConfigError
-from genlab.utils.cli import exit_on_user_error
 from genlab.utils.paths import project_root
-from genlab.utils.validation import check_required
 
 log = logging.getLogger(__name__)
 COMMANDS = ("report", "clean")

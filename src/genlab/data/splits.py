@@ -8,10 +8,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from genlab.config.validation import AT_LEAST_ONE, NON_NEGATIVE
 from genlab.data.device_batches import DeviceBatches
+from genlab.data.loader import ResumableLoader
 from genlab.errors import ConfigError, DataError
-from genlab.resume.loader import ResumableLoader
-from genlab.utils.validation import AT_LEAST_ONE, NON_NEGATIVE
 
 # Fewest validation images a training run accepts: FID and KID (the sample-quality monitor,
 # callbacks.fid) need 2, and below that the callback skips them, so checkpointing would wait for

@@ -24,9 +24,10 @@ from typing import Annotated, Any, ClassVar
 import pytorch_lightning as pl
 import torch
 
+from genlab.checkpoints.keys import LATEST_METRICS_KEY
+from genlab.checkpoints.load import last_good_checkpoint
+from genlab.config.validation import AT_LEAST_ONE
 from genlab.errors import ConfigError, DivergenceError
-from genlab.resume.checkpoint import last_good_checkpoint
-from genlab.utils.validation import AT_LEAST_ONE
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -229,10 +230,10 @@ class GenerativeModel(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._latest:
-            checkpoint["genlab_latest_metrics"] = {k: v.cpu() for k, v in self._latest.items()}
+            checkpoint[LATEST_METRICS_KEY] = {k: v.cpu() for k, v in self._latest.items()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("genlab_latest_metrics", {})
+        saved = checkpoint.get(LATEST_METRICS_KEY, {})
         self._latest = {k: v.to(self.device) for k, v in saved.items()}
 
     def backward_and_step(self, loss: torch.Tensor, optimizer: Any, name: str) -> None:

@@ -13,7 +13,7 @@ linear layer of D), ``label_smoothing`` (one-sided, non-saturating loss only), `
 (an exponential moving average of G's weights, used by ``generate``/``sample`` and saved in
 checkpoints), ``diffaugment`` (augment D's real and fake inputs), separate G/D learning rates
 (``d_optimizer``, TTUR), ``top_k`` (G learns from the fakes D rates best), ``gradient_clip_val``,
-``scheduler``. ``privacy.enabled=true`` trains D with DP-SGD (``genlab.callbacks.privacy``; G is
+``scheduler``. ``privacy.enabled=true`` trains D with DP-SGD (``genlab.privacy.callback``; G is
 private as post-processing of D).
 """
 
@@ -26,13 +26,13 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as add_spectral_norm
 
+from genlab.config.validation import AT_LEAST_ONE, DECAY, NON_NEGATIVE, Range
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, OptimizerFactory, refused_with_privacy
 from genlab.models.diffaugment import check_policy, diff_augment
 from genlab.models.losses import GAN_LOSSES
 from genlab.models.penalties import gradient_penalty, r1_penalty
 from genlab.nets.conv import MinibatchStd
-from genlab.utils.validation import AT_LEAST_ONE, DECAY, NON_NEGATIVE, Range
 
 
 class GAN(GenerativeModel):

@@ -32,6 +32,7 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
+from genlab.config.validation import NON_NEGATIVE, POSITIVE
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, OptimizerFactory, refused_with_privacy
 from genlab.models.losses import (
@@ -40,7 +41,6 @@ from genlab.models.losses import (
     gaussian_kl_per_dim,
     gaussian_log_likelihood,
 )
-from genlab.utils.validation import NON_NEGATIVE, POSITIVE
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 # KL weight over training: constant beta; linear warm-up 0 -> beta over kl_warmup_epochs;

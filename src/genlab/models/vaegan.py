@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.config.validation import NON_NEGATIVE
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, OptimizerFactory
 from genlab.models.losses import gaussian_kl, nonsaturating_d_loss, nonsaturating_g_loss
 from genlab.models.vae import split_posterior
-from genlab.utils.validation import NON_NEGATIVE
 
 
 class VAEGAN(GenerativeModel):

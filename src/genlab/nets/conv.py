@@ -20,8 +20,8 @@ from typing import Annotated
 import torch
 from torch import nn
 
+from genlab.config.validation import AT_LEAST_ONE
 from genlab.errors import ConfigError
-from genlab.utils.validation import AT_LEAST_ONE
 
 
 def _stages(image_size: int) -> tuple[int, int]:

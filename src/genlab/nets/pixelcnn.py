@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.config.validation import AT_LEAST_ONE, NON_NEGATIVE
 from genlab.errors import ConfigError
 from genlab.nets.conv import ConvDecoder
-from genlab.utils.validation import AT_LEAST_ONE, NON_NEGATIVE
 
 
 class PixelCNNDecoder(nn.Module):

@@ -22,12 +22,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from genlab.checkpoints.keys import CONFIG_FILE_KEY, CONFIG_KEY, config_file_sha256
+from genlab.checkpoints.load import read_checkpoint
+from genlab.checkpoints.moved import renamed_targets
 from genlab.checkpoints.trust import check_stored_config, foreign_paths
 from genlab.errors import ConfigError
-from genlab.resume.checkpoint import read_checkpoint
-from genlab.resume.stored_config import CONFIG_FILE_KEY, CONFIG_KEY, config_file_sha256
+from genlab.resume.run_dir import check_writable
 from genlab.utils.atomic import atomic_path
-from genlab.utils.run_dir import check_writable
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     ckpt = last_checkpoint(resume)
     trust = cfg.get("trust_checkpoint") is True
     checkpoint = read_checkpoint(ckpt)
-    stored = checkpoint[CONFIG_KEY]
+    stored = renamed_targets(checkpoint[CONFIG_KEY])
     check_stored_config(stored, ckpt, trust=trust)
     # Continue where the user pointed, wherever the run was when the checkpoint was written.
     # The folder the user named, links not followed: a last.ckpt that is a link elsewhere must

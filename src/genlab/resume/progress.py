@@ -1,6 +1,6 @@
 """Count the training batches of the current epoch, and keep an interrupted validation to repeat.
 
-The resumable loaders (``genlab.resume.loader``, ``genlab.data.device_batches``) run a batch
+The resumable loaders (``genlab.data.loader``, ``genlab.data.device_batches``) run a batch
 ahead of training, so they cannot know on their own how many batches a checkpoint has seen.
 This callback tells them after every finished batch (``mark_trained``); their ``state_dict``
 then records the exact position, and a resumed run skips exactly those batches.
@@ -22,12 +22,13 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from genlab.resume.loader import EPOCH_DONE
+from genlab.checkpoints.keys import VALIDATION_PENDING_KEY
 
 log = logging.getLogger(__name__)
 
-# Checkpoint key: written during this epoch's validation, which a run resumed from it repeats.
-VALIDATION_PENDING_KEY = "genlab_validation_pending"
+# ``mark_trained`` value for "the epoch is complete" (limit_train_batches may end it early).
+EPOCH_DONE = 2**62
+
 # The fit loop's validation counters in Lightning's checkpoint format (``checkpoint["loops"]``).
 _VAL_PROGRESS = "epoch_loop.val_loop.batch_progress"
 

@@ -3,7 +3,7 @@
 Lightning restores weights, optimizers, schedulers and loop counters, but not the global RNGs
 that draw the latents, the reparameterisation noise and DiffAugment's offsets. Without them a
 resumed run trains on different noise from the run it continues; with them (and the resumable
-training loader of ``genlab.resume.loader``) it is the same run, bit for bit on CPU.
+training loader of ``genlab.data.loader``) it is the same run, bit for bit on CPU.
 """
 
 from __future__ import annotations

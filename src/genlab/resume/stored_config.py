@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
-CONFIG_KEY = "genlab_config"  # where checkpoints keep the run's resolved config
-WANDB_ID_KEY = "wandb_run_id"  # and the W&B run they belong to, so a resume continues it
-# The SHA256 of the run's .hydra/config.yaml as it started: a resume warns about hand edits there.
-CONFIG_FILE_KEY = "genlab_config_file_sha256"
-
-
-def config_file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+from genlab.checkpoints.keys import CONFIG_FILE_KEY, CONFIG_KEY, WANDB_ID_KEY
 
 
 class StoreConfigInCheckpoint(pl.Callback):

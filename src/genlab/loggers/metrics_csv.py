@@ -29,15 +29,10 @@ from pytorch_lightning.core.saving import save_hparams_to_yaml
 from pytorch_lightning.loggers.logger import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
+from genlab.checkpoints.keys import METRICS_KEY, STEP_KEY
 from genlab.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
-
-# Checkpoint key: the training batches the checkpoint has seen, i.e. the logged ``step`` of the
-# first batch a run resumed from it trains.
-STEP_KEY = "genlab_step"
-# Checkpoint key: the scalar ``trainer.callback_metrics`` when it was written.
-METRICS_KEY = "genlab_callback_metrics"
 
 
 class ResumableCSVLogger(Logger):

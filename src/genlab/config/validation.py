@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from genlab.config.ranges import Arg, check_args, integer, seed
 from genlab.errors import ConfigError
-from genlab.utils.ranges import Arg, check_args, integer, seed
 
 
 @dataclass(frozen=True)

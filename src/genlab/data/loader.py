@@ -39,10 +39,6 @@ def item_seed(seed: int, epoch: int, position: int) -> int:
     return (seed * 31 + epoch * _EPOCH_STRIDE + position * _POSITION_STRIDE) % (2**63 - 1)
 
 
-# ``mark_trained`` value for "the epoch is complete" (limit_train_batches may end it early).
-EPOCH_DONE = 2**62
-
-
 def resume_position(state: dict[str, int], batches_per_epoch: int) -> tuple[int, int]:
     """A checkpointed ``{"epoch", "batches"}`` -> (epoch, batches to skip) of the next batch.
     Saved on an epoch's last batch (or after it): the next epoch starts fresh."""
