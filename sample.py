@@ -6,8 +6,8 @@ import hydra
 from omegaconf import DictConfig
 
 import genlab  # noqa: F401  (registers the config resolvers)
-from genlab.sample import run
 from genlab.config.cli import exit_if_plugin_missing, exit_on_user_error, unknown_keys_as_one_line
+from genlab.sample import run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
