@@ -27,6 +27,8 @@ from hydra.utils import instantiate
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import StepTimer, compose_cfg
 
+from genlab.callbacks.framework import framework_callbacks
+
 
 class RankZeroTimer(StepTimer):
     """A StepTimer that writes its result to a file: spawned ranks cannot return it."""
@@ -56,7 +58,7 @@ def images_per_second(model: str, devices: int, args, overrides: list[str]) -> f
             max_epochs=1,
             limit_train_batches=args.warmup + args.batches,
             limit_val_batches=0,
-            callbacks=[RankZeroTimer(args.warmup, out)],
+            callbacks=[RankZeroTimer(args.warmup, out), *framework_callbacks()],
         )
         trainer.fit(instantiate(cfg.model), datamodule=datamodule)
         seconds = json.loads(out.read_text())["seconds"]

@@ -35,6 +35,8 @@ def measure_one(model: str, batch_size: int, steps: int, accelerator: str, overr
     from hydra.utils import instantiate
     from overhead import compose_cfg
 
+    from genlab.callbacks.framework import framework_callbacks
+
     warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_cfg(model, accelerator, [f"data.batch_size={batch_size}", *overrides], tmp)
@@ -52,6 +54,7 @@ def measure_one(model: str, batch_size: int, steps: int, accelerator: str, overr
             max_epochs=1,
             limit_train_batches=steps,
             limit_val_batches=0,
+            callbacks=framework_callbacks(),  # compile / channels_last as in train.py
         )
         trainer.fit(instantiate(cfg.model), datamodule=datamodule)
         gpu = torch.cuda.max_memory_allocated() / 2**20 if accelerator == "gpu" else None

@@ -41,6 +41,7 @@ from omegaconf import DictConfig, open_dict
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 import genlab  # noqa: E402, F401  (registers resolvers)
+from genlab.callbacks.framework import configure_nets, framework_callbacks  # noqa: E402
 from genlab.config.instantiate import instantiate_list  # noqa: E402
 
 VARIANTS = ("plain", "barebones", "default")
@@ -125,7 +126,7 @@ def run_plain(cfg: DictConfig, datamodule, args) -> tuple[float, float]:
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
     pl.seed_everything(cfg.seed, verbose=False)
     model = instantiate(cfg.model).to(device).train()
-    model.configure_model()  # compile / channels_last, exactly as Lightning would
+    configure_nets(model)  # compile / channels_last, exactly as train.py's callback would
     opts = [c["optimizer"] for c in model.configure_optimizers()]
     step = PLAIN_STEPS[args.family]
     autocast = torch.autocast(device.type, torch.bfloat16, enabled="bf16" in args.precision)
@@ -162,11 +163,11 @@ def run_lightning(cfg: DictConfig, datamodule, args, barebones: bool) -> float:
             devices=1,
             precision=cfg.trainer.precision,
             barebones=True,
-            callbacks=[timer],
+            callbacks=[timer, *framework_callbacks()],
             **limits,
         )
     else:
-        callbacks = [*instantiate_list(cfg.callbacks), timer]
+        callbacks = [*instantiate_list(cfg.callbacks), timer, *framework_callbacks()]
         loggers = instantiate_list(cfg.logger)
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **limits)
     trainer.fit(model, datamodule=datamodule)

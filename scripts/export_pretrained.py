@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from genlab.checkpoints.keys import CONFIG_KEY
+from genlab.checkpoints.keys import CONFIG_KEY, PRETRAINED_KEY, PRIVACY_KEY
 from genlab.checkpoints.load import load_model, read_checkpoint
 from genlab.checkpoints.pretrained import (
     MAX_BYTES,
@@ -52,9 +52,8 @@ from genlab.utils.atomic import atomic_path
 
 # What sampling and eval.py read (load_model: the config and state_dict), plus what says
 # where the weights come from. Everything else of a training checkpoint is dropped.
-KEEP = ("state_dict", CONFIG_KEY, "epoch", "global_step", "pytorch-lightning_version", "privacy")
+KEEP = ("state_dict", CONFIG_KEY, "epoch", "global_step", "pytorch-lightning_version", PRIVACY_KEY)
 ROOT = Path(__file__).resolve().parents[1]
-PRETRAINED_KEY = "genlab_pretrained"  # {"name": ...}: marks a slim export
 
 
 def machine() -> str:
@@ -98,7 +97,7 @@ def run_provenance(source: Path) -> dict:
 
 def slim_checkpoint(checkpoint: dict, name: str) -> dict:
     slim = {key: checkpoint[key] for key in KEEP if key in checkpoint}
-    slim[PRETRAINED_KEY] = {"name": name}
+    slim[PRETRAINED_KEY] = {"name": name}  # marks a slim export (genlab.checkpoints.keys)
     return slim
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from genlab.checkpoints.keys import CONFIG_KEY, PRIVACY_KEY
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,8 +42,8 @@ def row(run_dir: Path) -> list[str]:
     result = json.loads((run_dir / "result.json").read_text())
     metrics = result["metrics"]
     checkpoint = torch.load(result["best_model_path"], map_location="cpu", weights_only=True)
-    privacy = checkpoint.get("privacy")
-    model = checkpoint["genlab_config"]["model"]["_target_"].rsplit(".", 1)[-1]
+    privacy = checkpoint.get(PRIVACY_KEY)
+    model = checkpoint[CONFIG_KEY]["model"]["_target_"].rsplit(".", 1)[-1]
     memo = audit(run_dir, result["best_model_path"])
 
     def fmt(key: str, source: dict = metrics, digits: int = 2) -> str:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -113,6 +113,18 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return _make
+
+
+def framework_trainer(**kwargs: Any) -> Any:
+    """A ``pl.Trainer`` with genlab's framework callbacks (scheduler stepping, clipping,
+    compile/channels_last, log_latest, per-rank seeding, the stop before a batch), as
+    ``genlab.train.run`` installs them; ``callbacks=[...]`` are added before them."""
+    import pytorch_lightning as pl
+
+    from genlab.callbacks.framework import framework_callbacks
+
+    callbacks = [*kwargs.pop("callbacks", []), *framework_callbacks()]
+    return pl.Trainer(callbacks=callbacks, **kwargs)
 
 
 def run_script(

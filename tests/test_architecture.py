@@ -231,6 +231,341 @@ def test_an_unplaced_module_is_flagged() -> None:
     assert layer_violations("genlab.newthing", "", False, set())
 
 
+def test_utils_imports_no_other_genlab_package() -> None:
+    # utils/ is the floor any package may use: it takes nothing of genlab but errors, so it
+    # can never pull a feature (or an import cycle) into whatever uses it.
+    known = _known_modules()
+    problems = [
+        f"{module_name(path)} imports {target} (line {line})"
+        for path in sorted((PACKAGE / "utils").rglob("*.py"))
+        for target, line in imported_modules(
+            module_name(path), path.read_text(), path.name == "__init__.py", known
+        )
+        if not (_matches(target, "genlab.utils") or target == "genlab.errors")
+    ]
+    assert not problems, "utils/ imports more than utils and errors:\n" + "\n".join(problems)
+
+
+def test_the_utils_rule_flags_a_violation() -> None:
+    source = "from genlab.errors import ConfigError\nfrom genlab.config import rules\n"
+    found = layer_violations("genlab.utils.paths", source, False, _known_modules())
+    assert [why for *_, why in found if "utils" in why] == ["utils imports only utils and errors"]
+
+
+def _layout_picture() -> str:
+    """The diagram of docs/architecture.md's Layout section (its first code block)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("## Layout\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("```\n", 2)[1]
+
+
+def test_the_layout_picture_names_every_module() -> None:
+    # docs/architecture.md draws every file of src/genlab in its layer: a new or moved file
+    # shows up here until the picture follows it.
+    picture = _layout_picture()
+    drawn = set(re.findall(r"\b\w+\.py\b", picture))
+    files = {p.name for p in _sources() if p.name != "__init__.py"}
+    assert files - drawn == set(), "files of src/genlab missing from the Layout picture"
+    entry_points = {p.name for p in ROOT.glob("*.py")} | {"__init__.py"}
+    assert drawn - files - entry_points == set(), "the Layout picture names files that are gone"
+
+
+def test_where_to_add_things_names_real_files() -> None:
+    # The table of docs/architecture.md: each file it tells a newcomer to touch exists.
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    table = text.split("### Where to add things\n", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`((?:src|conf)/[\w./]+\.(?:py|yaml))`", table))
+    assert named, "docs/architecture.md lost its table of where to add things"
+    assert {n for n in named if not (ROOT / n).is_file()} == set()
+
+
+# --- checkpoint keys live in genlab/checkpoints/ -----------------------------------------------
+
+KEYS_MODULE = "genlab.checkpoints.keys"
+CHECKPOINT_NAME = re.compile(r"checkpoint|ckpt", re.IGNORECASE)
+# Lightning's hooks that hand over the checkpoint dict, whatever their parameter is called.
+CHECKPOINT_HOOKS = ("on_save_checkpoint", "on_load_checkpoint")
+KEY_METHODS = ("get", "pop", "setdefault", "__getitem__", "__setitem__", "__contains__")
+# Calls that return a checkpoint dict: torch.load(...)["key"] reads a key too.
+CHECKPOINT_READERS = ("load", "read_checkpoint", "load_checkpoint")
+# Where code that could touch a checkpoint lives; tests may read entries to check them.
+KEY_SCOPE = ("src/genlab", "scripts", "benchmarks", "my_models", "train.py", "eval.py", "sample.py")
+
+
+def _key_scope_files() -> list[Path]:
+    files = []
+    for entry in KEY_SCOPE:
+        path = ROOT / entry
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return [p for p in files if not p.is_relative_to(PACKAGE / "checkpoints")]
+
+
+def _scope_module(path: Path) -> str:
+    """Dotted name of a file of KEY_SCOPE: genlab.x.y, scripts.export_pretrained, train."""
+    if path.is_relative_to(SRC):
+        return module_name(path)
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+def _key_imports(tree: ast.AST) -> tuple[dict[str, str], set[str], dict[str, str]]:
+    """(local name -> constant of genlab.checkpoints.keys, local aliases of that module,
+    local name -> module it is imported from, for every other ``from x import name``)."""
+    constants: dict[str, str] = {}
+    modules: set[str] = set()
+    elsewhere: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                local = alias.asname or alias.name
+                if node.module == KEYS_MODULE:
+                    constants[local] = alias.name
+                elif node.module == "genlab.checkpoints" and alias.name == "keys":
+                    modules.add(local)
+                else:
+                    elsewhere[local] = node.module
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == KEYS_MODULE and alias.asname:
+                    modules.add(alias.asname)
+    return constants, modules, elsewhere
+
+
+def _module_strings(tree: ast.Module) -> dict[str, str]:
+    """Module-level ``NAME = "text"`` constants."""
+    found = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        value = getattr(node, "value", None)
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            found.update({t.id: value.value for t in targets if isinstance(t, ast.Name)})
+    return found
+
+
+def _is_checkpoint(node: ast.AST, hook_params: set[str]) -> bool:
+    if isinstance(node, ast.Name):
+        return bool(CHECKPOINT_NAME.search(node.id)) or node.id in hook_params
+    if isinstance(node, ast.Attribute):
+        return bool(CHECKPOINT_NAME.search(node.attr))
+    if isinstance(node, ast.Call):
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        return name in CHECKPOINT_READERS
+    return False
+
+
+def _accessed_key(node: ast.AST, hook_params: set[str]) -> ast.expr | None:
+    """The key expression when ``node`` reads or writes a top-level entry of a checkpoint:
+    ``ckpt[k]``, ``ckpt.get(k)`` (pop, setdefault), ``k in ckpt``."""
+    if isinstance(node, ast.Subscript) and _is_checkpoint(node.value, hook_params):
+        return node.slice
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in KEY_METHODS
+        and node.args
+        and _is_checkpoint(node.func.value, hook_params)
+    ):
+        return node.args[0]
+    if (
+        isinstance(node, ast.Compare)
+        and len(node.ops) == 1
+        and isinstance(node.ops[0], (ast.In, ast.NotIn))
+        and _is_checkpoint(node.comparators[0], hook_params)
+    ):
+        return node.left
+    return None
+
+
+def checkpoint_key_problems(source: str) -> list[tuple[int, str]]:
+    """(line, what) for each custom checkpoint key named outside genlab.checkpoints.keys:
+
+    - a key of a checkpoint (a variable or attribute named ``*checkpoint*``/``*ckpt*``, the dict
+      ``on_save_checkpoint``/``on_load_checkpoint`` receive, ``torch.load(...)``) given as a
+      string literal other than Lightning's own entries, as a constant of the module itself, or
+      as a name imported from anywhere but genlab.checkpoints.keys;
+    - a string literal equal to a registered key (``"genlab_config"``), wherever it is used,
+      unless the key is also a config group's name (``privacy``), which a literal cannot tell
+      apart.
+    """
+    from genlab.checkpoints.keys import KEYS, LIGHTNING_KEYS
+
+    tree = ast.parse(source)
+    key_constants, _, elsewhere = _key_imports(tree)
+    local = _module_strings(tree)
+    groups = {p.name for p in (ROOT / "conf").iterdir() if p.is_dir()}
+    found: list[tuple[int, str]] = []
+
+    def judge(key: ast.expr) -> str | None:
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            return None if key.value in LIGHTNING_KEYS else f"literal key {key.value!r}"
+        if isinstance(key, ast.Name) and key.id not in key_constants:
+            if key.id in local:
+                return f"key {key.id} = {local[key.id]!r} defined here"
+            if key.id in elsewhere:
+                return f"key {key.id} imported from {elsewhere[key.id]}"
+        return None  # a registered constant, or a variable (a loop over keys)
+
+    def visit(node: ast.AST, hook_params: set[str]) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            params = [*node.args.posonlyargs, *node.args.args]
+            if node.name in CHECKPOINT_HOOKS and params:
+                hook_params = hook_params | {params[-1].arg}
+        key = _accessed_key(node, hook_params)
+        problem = judge(key) if key is not None else None
+        if problem:
+            found.append((node.lineno, problem))
+        if isinstance(node, ast.Constant) and node.value in KEYS and node.value not in groups:
+            found.append((node.lineno, f"the registered key {node.value!r} as a literal"))
+        for child in ast.iter_child_nodes(node):
+            visit(child, hook_params)
+
+    visit(tree, set())
+    return sorted(set(found))
+
+
+def checkpoint_key_writes(source: str) -> list[tuple[int, str]]:
+    """(line, key) for each store under a constant of genlab.checkpoints.keys
+    (``checkpoint[CONFIG_KEY] = ...``, ``x.setdefault(keys.STEP_KEY, ...)``), whatever dict
+    it goes into: a registered constant is a checkpoint key wherever it is used."""
+    from genlab.checkpoints import keys
+
+    tree = ast.parse(source)
+    key_constants, key_modules, _ = _key_imports(tree)
+
+    def key_of(node: ast.expr) -> str | None:
+        if isinstance(node, ast.Name) and node.id in key_constants:
+            return getattr(keys, key_constants[node.id], None)
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in key_modules
+        ):
+            return getattr(keys, node.attr, None)
+        return None
+
+    found = []
+    for node in ast.walk(tree):
+        key = None
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
+            key = key_of(node.slice)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "setdefault"
+            and node.args
+        ):
+            key = key_of(node.args[0])
+        if isinstance(key, str):
+            found.append((node.lineno, key))
+    return found
+
+
+def test_checkpoint_keys_are_named_only_in_checkpoints() -> None:
+    hits = [
+        f"{path.relative_to(ROOT)}:{line}: {what}"
+        for path in _key_scope_files()
+        for line, what in checkpoint_key_problems(path.read_text())
+    ]
+    assert not hits, (
+        "checkpoint keys named outside genlab/checkpoints/ (register the key in "
+        "genlab/checkpoints/keys.py and use its constant):\n" + "\n".join(hits)
+    )
+
+
+def test_each_checkpoint_key_is_written_by_its_owner_only() -> None:
+    from genlab.checkpoints.keys import KEYS
+
+    writers: dict[str, set[str]] = {name: set() for name in KEYS}
+    strangers = []
+    for path in _key_scope_files():
+        module = _scope_module(path)
+        for line, key in checkpoint_key_writes(path.read_text()):
+            writers[key].add(module)
+            if not _matches(module, KEYS[key].owner):
+                owner = KEYS[key].owner
+                strangers.append(f"{path.relative_to(ROOT)}:{line}: {key!r} (owner: {owner})")
+    assert not strangers, "checkpoint keys written by a module that does not own them:\n" + (
+        "\n".join(strangers)
+    )
+    # A registered key nobody writes is a stale entry (or its owner moved: update keys.py).
+    unwritten = {
+        name: key.owner
+        for name, key in KEYS.items()
+        if not any(_matches(m, key.owner) for m in writers[name])
+    }
+    assert not unwritten, f"registered checkpoint keys their owner never writes: {unwritten}"
+
+
+def test_every_registered_owner_exists() -> None:
+    from genlab.checkpoints.keys import KEYS
+
+    for key in KEYS.values():
+        parts = key.owner.split(".")
+        base = (SRC if parts[0] == "genlab" else ROOT).joinpath(*parts)
+        assert base.with_suffix(".py").is_file() or (base / "__init__.py").is_file(), key
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # A literal key in Lightning's hook, whatever its parameter is called.
+        "def on_save_checkpoint(self, trainer, module, state):\n    state['mine'] = 1\n",
+        # A key constant of the module's own.
+        "KEY = 'rng_states'\n\ndef f(checkpoint):\n    return checkpoint.get(KEY)\n",
+        # A key imported from somewhere other than genlab.checkpoints.keys.
+        "from genlab.resume.rng import RNG_KEY\n\ndef f(ckpt):\n    return ckpt[RNG_KEY]\n",
+        "def f(checkpoint):\n    return 'privacy' in checkpoint\n",
+        "def f(self):\n    return self.checkpoint.pop('extra', None)\n",
+        "import torch\n\ndef f(p):\n    return torch.load(p, weights_only=True)['extra']\n",
+        # A registered key as a literal, in any use.
+        "def f(d):\n    return d['genlab_config']['model']\n",
+    ],
+)
+def test_the_checkpoint_key_check_flags(source: str) -> None:
+    assert checkpoint_key_problems(source), source
+
+
+def test_the_checkpoint_key_check_allows_registered_and_lightning_keys() -> None:
+    source = (
+        "from genlab.checkpoints.keys import CONFIG_KEY, PRIVACY_KEY\n"
+        "KEEP = ('state_dict', CONFIG_KEY)\n"
+        "def on_load_checkpoint(self, trainer, module, checkpoint):\n"
+        "    weights = checkpoint['state_dict']\n"
+        "    if PRIVACY_KEY in checkpoint:\n"
+        "        self.load(checkpoint[PRIVACY_KEY])\n"
+        "    return {k: checkpoint[k] for k in KEEP}, checkpoint.get('loops')\n"
+        "def g(cfg):\n"
+        "    return cfg.get('privacy'), cfg['model']\n"  # config keys, not a checkpoint's
+    )
+    assert checkpoint_key_problems(source) == []
+
+
+def test_the_owner_check_sees_writes() -> None:
+    source = (
+        "from genlab.checkpoints import keys\n"
+        "from genlab.checkpoints.keys import STEP_KEY as S\n"
+        "def on_save_checkpoint(self, trainer, module, checkpoint):\n"
+        "    checkpoint[S] = 1\n"
+        "    checkpoint.setdefault(keys.CONFIG_KEY, {})\n"
+        "    x = checkpoint[S]\n"  # a read, not a write
+    )
+    assert checkpoint_key_writes(source) == [(4, "genlab_step"), (5, "genlab_config")]
+
+
+def test_docs_list_every_checkpoint_key() -> None:
+    # docs/security.md's table of what genlab adds to a checkpoint is KEYS, row for row.
+    from genlab.checkpoints.keys import KEYS
+
+    text = (ROOT / "docs" / "security.md").read_text()
+    heading = "### What genlab adds to a checkpoint\n"
+    assert heading in text, "docs/security.md lost its table of checkpoint keys"
+    section = text.split(heading, 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| `([^`]+)` \| `([^`]+)` \|", section, flags=re.MULTILINE)
+    assert dict(rows) == {name: key.owner for name, key in KEYS.items()}
+
+
 # --- Lightning's private API -------------------------------------------------------------------
 
 PRIVATE_PATTERNS = (
@@ -344,3 +679,82 @@ def test_pytorch_lightning_has_an_upper_bound() -> None:
     # The installed (tested) version is inside the pinned range.
     installed = Version(metadata.version("pytorch-lightning"))
     assert lightning.specifier.contains(installed, prereleases=True), (str(lightning), installed)
+
+
+# --- loggers are told apart only in genlab/loggers/ ---------------------------------------------
+
+LOGGER_MODULES = (
+    "pytorch_lightning.loggers",
+    "lightning.pytorch.loggers",
+    "lightning_fabric.loggers",
+    "lightning.fabric.loggers",
+    "genlab.loggers",
+)
+
+
+def logger_type_checks(source: str) -> list[tuple[int, str]]:
+    """(line, class) for each ``isinstance``/``issubclass`` against a logger class: a name
+    imported from a loggers module, a ``<module>.loggers.<Class>`` attribute, or any class
+    whose name ends in ``Logger`` (Lightning's, ours, a subclass defined in place)."""
+    tree = ast.parse(source)
+    imported = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level
+        if any(_matches(node.module, m) for m in LOGGER_MODULES)
+        for alias in node.names
+    }
+    found = []
+    for node in ast.walk(tree):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("isinstance", "issubclass")
+            and len(node.args) == 2
+        ):
+            continue
+        kinds = node.args[1]
+        for kind in kinds.elts if isinstance(kinds, ast.Tuple) else [kinds]:
+            name = ast.unparse(kind)
+            last = name.rpartition(".")[2]
+            if name in imported or ".loggers." in f".{name}" or last.endswith("Logger"):
+                found.append((node.lineno, name))
+    return found
+
+
+def test_only_loggers_tells_loggers_apart() -> None:
+    # What differs between loggers (images, resume ids, offline W&B, finishing) lives in one
+    # adapter per logger (genlab/loggers/adapters.py); everything else calls adapter(logger).
+    hits = [
+        f"{path.relative_to(ROOT)}:{line}: isinstance(..., {what})"
+        for path in _sources()
+        if not path.is_relative_to(PACKAGE / "loggers")
+        for line, what in logger_type_checks(path.read_text())
+    ]
+    assert not hits, "logger classes told apart outside genlab/loggers/ (use its adapters):\n" + (
+        "\n".join(hits)
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from pytorch_lightning.loggers import WandbLogger\n\nok = isinstance(lg, WandbLogger)\n",
+        "from genlab.loggers.metrics_csv import ResumableCSVLogger as R\n\nisinstance(lg, R)\n",
+        "import pytorch_lightning as pl\n\nisinstance(lg, (int, pl.loggers.TensorBoardLogger))\n",
+        "class MyLogger:\n    pass\n\nissubclass(kind, MyLogger)\n",
+        "from lightning.pytorch.loggers.logger import Logger\n\nisinstance(x, Logger)\n",
+    ],
+)
+def test_the_logger_check_flags(source: str) -> None:
+    assert logger_type_checks(source), source
+
+
+def test_the_logger_check_allows_other_type_checks() -> None:
+    source = (
+        "from pytorch_lightning.callbacks import LearningRateMonitor\n"
+        "from genlab.loggers.adapters import adapter\n"
+        "isinstance(c, LearningRateMonitor)\nisinstance(v, (int, float))\n"
+        "adapter(lg).log_images('samples', grid, 'epoch 1', 0)\n"
+    )
+    assert logger_type_checks(source) == []

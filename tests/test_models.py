@@ -9,11 +9,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from genlab.callbacks.framework import LatestMetrics
 from genlab.data.mnist import MNISTDataModule
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
 from genlab.nets.conv import ConvDecoder, ConvEncoder
-from tests.conftest import SHIPPED
+from tests.conftest import SHIPPED, framework_trainer
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def fit(
     loader = DataLoader(
         TensorDataset(images, torch.zeros(len(images))), batch_size=batch_size, shuffle=True
     )
-    trainer = pl.Trainer(
+    trainer = framework_trainer(
         accelerator="cpu",
         max_epochs=epochs,
         limit_val_batches=0,
@@ -115,12 +116,13 @@ def test_lazy_r1_logs_its_latest_value_on_every_logging_step(digits: torch.Tenso
 
     # A model resumed from a checkpoint logs the saved value at its first logging step.
     checkpoint: dict = {}
-    gan.on_save_checkpoint(checkpoint)
+    latest = LatestMetrics()  # the framework callback that persists and logs log_latest's values
+    latest.on_save_checkpoint(None, gan, checkpoint)
     resumed = tiny_gan(r1_gamma=1.0, r1_every=2)
-    resumed.on_load_checkpoint(checkpoint)
+    latest.on_load_checkpoint(None, resumed, checkpoint)
     relogged = []
     resumed.log = lambda name, value, *args, **kwargs: relogged.append((name, value))
-    resumed.on_train_batch_end(None, None, 0)  # no trainer: every batch is a logging step
+    latest.on_train_batch_end(None, resumed, None, None, 0)  # no trainer: every batch logs
     assert [name for name, _ in relogged] == ["train/r1_penalty"]
     assert torch.equal(relogged[0][1], computed[(1, 2)])
 
@@ -268,7 +270,7 @@ def test_per_step_metrics_are_computed_only_on_logging_steps(digits: torch.Tenso
     names: list[str] = []
     log = gan.log
     gan.log = lambda name, *args, **kwargs: (names.append(name), log(name, *args, **kwargs))
-    trainer = pl.Trainer(
+    trainer = framework_trainer(
         accelerator="cpu",
         max_epochs=1,
         limit_val_batches=0,

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from omegaconf import open_dict
@@ -17,10 +18,13 @@ from torch.nn.utils.parametrizations import spectral_norm
 from torch.utils.data import TensorDataset
 
 from genlab.config.instantiate import instantiate_group
+from genlab.config.validation import check_types
 from genlab.data.loader import PoissonBatchSampler, ResumableLoader
 from genlab.errors import ConfigError
 from genlab.nets.conv import ConvEncoder
 from genlab.privacy.callback import DifferentialPrivacy
+from genlab.privacy.nets import make_private
+from genlab.privacy.optimizer import check_per_sample
 from genlab.train import run
 
 DP = ["privacy.enabled=true", "debug=limit", "test=false"]
@@ -51,7 +55,7 @@ def test_dp_step_is_the_sum_of_clipped_per_image_gradients_plus_noise() -> None:
     torch.manual_seed(0)
     clip = 0.05
     privacy = DifferentialPrivacy(enabled=True, noise_multiplier=1.0, max_grad_norm=clip)
-    net = privacy.make_private(_tiny_critic(), "discriminator")
+    net = make_private(_tiny_critic(), "discriminator")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
     assert any(isinstance(m, nn.GroupNorm) for m in net.modules())
     reference = copy.deepcopy(net)
@@ -76,14 +80,14 @@ def test_dp_step_is_the_sum_of_clipped_per_image_gradients_plus_noise() -> None:
         optimizer.noise_multiplier = noise
         optimizer.zero_grad(set_to_none=True)
         _critic_loss(net, real, fake).backward()
-        privacy.check_per_sample(optimizer)
+        check_per_sample(optimizer)
         optimizer.pre_step()  # clip, sum, noise, scale (the step itself would move net)
         return [p.grad.clone() for p in net.parameters()]
 
     for got, want in zip(private_gradient(0.0), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
-    privacy.accountant.history = []  # forget the noiseless step (it spends infinite epsilon)
+    privacy.budget.accountant.history = []  # forget the noiseless step (it spends infinite epsilon)
     noise = torch.cat(
         [(g - w).flatten() for g, w in zip(private_gradient(1.0), expected, strict=True)]
     )
@@ -96,24 +100,135 @@ def test_dp_step_is_the_sum_of_clipped_per_image_gradients_plus_noise() -> None:
 def test_a_step_without_per_sample_gradients_is_refused() -> None:
     """Opacus' optimizer would quietly take a plain, non-private step."""
     privacy = DifferentialPrivacy(enabled=True)
-    net = privacy.make_private(_tiny_critic(), "discriminator")
+    net = make_private(_tiny_critic(), "discriminator")
     optimizer = _started(privacy, net)
     privacy.stop()  # the per-sample hooks are gone: the backward records nothing
     _critic_loss(net, torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)).backward()
+    before = copy.deepcopy(net.state_dict())
     with pytest.raises(RuntimeError, match="non-private step"):
-        privacy.check_per_sample(optimizer)
+        optimizer.step()  # the DP optimizer checks before it clips, noises and steps
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert privacy.budget.steps == 0
+
+
+def _epsilon_of(steps: int, sample_rate: float, noise: float = 1.0) -> float:
+    """A target epsilon that ``steps`` private steps fit and one more would not."""
+    accountant = RDPAccountant()
+    accountant.history = [(noise, sample_rate, steps)]
+    return accountant.get_epsilon(1e-5) * 1.0001
+
+
+@pytest.mark.parametrize("on_budget", ["stop", "warn"])
+def test_the_dp_optimizer_refuses_to_step_beyond_the_budget(on_budget: str) -> None:
+    """The guard is in the optimizer itself: whoever calls step() (a model, a loop of its own)
+    gets no private step once the budget is spent, and the trainer is asked to stop."""
+    torch.manual_seed(0)
+    target = _epsilon_of(2, sample_rate=4 / 16)  # _started: batches of 4 out of 16 images
+    privacy = DifferentialPrivacy(
+        enabled=True, noise_multiplier=1.0, target_epsilon=target, on_budget=on_budget
+    )
+    net = make_private(_tiny_critic(), "discriminator")
+    optimizer = _started(privacy, net)
+    stops: list[bool] = []
+    optimizer.on_stop = lambda: stops.append(True)
+    assert privacy.budget.max_steps == 2
+
+    def step() -> bool:
+        """One private step; whether it moved the net."""
+        before = [p.detach().clone() for p in net.parameters()]
+        optimizer.zero_grad(set_to_none=True)
+        _critic_loss(net, torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)).backward()
+        optimizer.step()
+        return any(not torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
+
+    assert step() and step() and not stops  # within the budget
+    if on_budget == "stop":
+        assert not step() and not step()  # refused, however often it is asked
+        assert privacy.budget.steps == 2 and privacy.epsilon() <= target
+        assert stops == [True, True]
+        assert all(p.grad_sample is None for p in net.parameters())  # nothing left over
+    else:  # warn: the user chose to overspend
+        assert step() and privacy.budget.steps == 3 and privacy.epsilon() > target
+        assert not stops
+
+
+class _PlainDP(pl.LightningModule):
+    """A LightningModule that knows nothing of genlab: manual optimisation, its own hooks,
+    two private steps per batch (so the budget runs out in the middle of a batch), and no
+    way to skip a batch when the trainer is asked to stop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.critic = ConvEncoder(out_features=1, channels=1, image_size=28, width=8)
+        self.weights: list[list[torch.Tensor]] = []  # the critic's after every step() call
+        self.stepped = 0  # steps the wrapped SGD actually took
+
+    def private_nets(self) -> dict[str, nn.Module]:
+        return {"critic": self.critic}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        optimizer = torch.optim.SGD(self.critic.parameters(), lr=0.1)
+        optimizer.register_step_post_hook(lambda *_: setattr(self, "stepped", self.stepped + 1))
+        return optimizer
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        pass  # overridden without super() and without returning -1: the batch always runs
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        for _ in range(2):
+            optimizer.zero_grad()
+            self.manual_backward(F.softplus(-self.critic(batch[0])).mean())
+            optimizer.step()
+            self.weights.append([p.detach().clone() for p in self.critic.parameters()])
+
+
+def test_a_plain_lightning_module_takes_no_private_step_beyond_the_budget() -> None:
+    torch.manual_seed(0)
+    batch_size, images = 8, 64
+    target = _epsilon_of(3, sample_rate=batch_size / images)
+    privacy = DifferentialPrivacy(enabled=True, noise_multiplier=1.0, target_epsilon=target)
+    model = _PlainDP()
+    privacy.prepare(model)
+    loader = ResumableLoader(
+        TensorDataset(torch.rand(images, 1, 28, 28)), batch_size, seed=0, poisson=True
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        min_epochs=1,  # a stop request waits for the epoch's end: every batch runs
+        limit_train_batches=4,
+        callbacks=[privacy],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, loader)
+    # Batch 0: steps 1 and 2. Batch 1: step 3, then the 4th is refused mid-batch. Batches 2
+    # and 3 still run (nothing skips them) and all their steps are refused.
+    assert model.stepped == 3 and privacy.budget.steps == 3
+    assert privacy.epsilon() <= target and trainer.should_stop
+    assert len(model.weights) == 8
+    moved = [
+        any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+        for before, after in zip(model.weights, model.weights[1:], strict=False)
+    ]
+    assert moved == [True, True] + [False] * 5
 
 
 def test_unsupported_layers_are_named() -> None:
     net = _tiny_critic()
     spectral_norm(net.net[0])
     with pytest.raises(ConfigError, match=r"discriminator's layers net\.0 .*spectral"):
-        DifferentialPrivacy(enabled=True).make_private(net, "discriminator")
+        make_private(net, "discriminator")
 
 
 def test_a_loader_without_poisson_sampling_is_refused() -> None:
     privacy = DifferentialPrivacy(enabled=True)
-    net = privacy.make_private(_tiny_critic(), "discriminator")
+    net = make_private(_tiny_critic(), "discriminator")
     privacy.private_optimizer(torch.optim.SGD(net.parameters(), lr=1.0))
     shuffled = ResumableLoader(TensorDataset(torch.rand(16, 1, 28, 28)), 4, seed=0)
     with pytest.raises(ConfigError, match=r"data\.poisson_sampling=true"):
@@ -156,6 +271,37 @@ def test_settings_dp_cannot_honour_are_refused(make_cfg, overrides, message) -> 
         instantiate_group(cfg, "privacy").prepare(instantiate_group(cfg, "model"))
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "privacy.on_budget=stp",
+            r"privacy\.on_budget='?stp'? needs one of stop, warn \(did you mean stop",
+        ),
+        ("privacy.noise_multiplier=0", r"must be > 0 \(without noise, clipping alone gives no"),
+        ("privacy.max_grad_norm=0", r"privacy\.max_grad_norm=0 must be > 0"),
+        ("privacy.target_epsilon=-1", r"privacy\.target_epsilon=-1 must be > 0"),
+        ("privacy.delta=1", r"privacy\.delta=1 must be in \(0, 1\) \(below 1/N"),
+        ("privacy.max_grad_norm=abc", r"privacy\.max_grad_norm='abc' \(str\): .* needs float"),
+    ],
+)
+def test_privacy_values_are_checked_from_the_constructors_hints(make_cfg, override, message):
+    """The rules are Annotated hints on DifferentialPrivacy's constructor, read by the start-up
+    check of every config group (and by the trust check of a stored config)."""
+    cfg = make_cfg(override)
+    with pytest.raises(ConfigError, match=message):
+        check_types(cfg.privacy, "privacy")
+    check_types(make_cfg("privacy.enabled=true").privacy, "privacy")  # the defaults pass
+
+
+def test_an_enabled_privacy_built_in_python_checks_its_hints_too() -> None:
+    """Not only configs: a noise of 0 would train without any privacy."""
+    with pytest.raises(ConfigError, match=r"privacy\.noise_multiplier=0 must be > 0 \(without"):
+        DifferentialPrivacy(enabled=True, noise_multiplier=0)
+    with pytest.raises(ConfigError, match=r"privacy\.on_budget='?stp'? needs one of stop, warn"):
+        DifferentialPrivacy(enabled=True, on_budget="stp")
+
+
 def test_on_device_batches_cannot_be_poisson_sampled(make_cfg) -> None:
     cfg = make_cfg("privacy.enabled=true", "data.on_device=true")
     assert cfg.data.poisson_sampling is True  # follows privacy.enabled
@@ -182,6 +328,8 @@ def test_dp_training_logs_a_rising_epsilon_and_meets_its_target(make_cfg, model:
     epsilons = _epsilons(run_dir)
     assert len(epsilons) == 2 and 0 < epsilons[0] < epsilons[1] <= 8
     assert epsilons[1] > 7.5  # the whole budget is used, not a fraction of it
+    with open(run_dir / "metrics.csv") as f:  # the LR monitor names optimizers by class
+        assert "lr-DPOptimizer" in next(csv.reader(f))
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert sum(steps for _, _, steps in ckpt["privacy"]["history"]) == 10  # 2 epochs x 5
     assert ckpt["privacy"]["epsilon"] == pytest.approx(epsilons[1])

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from genlab.config.cli import user_error
 from genlab.config.validation import validate
 from genlab.errors import ConfigError, RunDirBusy
-from genlab.loggers.wandb_offline import offline_logger_config, wandb_offline_reason
+from genlab.loggers.wandb_offline import offline_overrides, wandb_offline_reason
 from genlab.resume.command import relocate, resume_config
 from genlab.resume.run_dir import OWNER_FILE, owned_run_dir, refuse_if_owned
 from genlab.train import run
@@ -246,7 +246,7 @@ def test_wandb_server_that_is_not_wandb_or_rejects_the_key(fake_server) -> None:
     assert wandb_offline_reason(cfg) is None  # a W&B server that knows the key: stay online
     fake_server.status, fake_server.body = 404, b"x"
     logger = OmegaConf.create({"wandb": {"mode": "online", "save_dir": "/tmp"}})
-    assert offline_logger_config(logger).wandb.mode == "offline"
+    assert offline_overrides(logger.wandb) == {"mode": "offline"}
     assert logger.wandb.mode == "online"  # the config asked for is not changed
 
 

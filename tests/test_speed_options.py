@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
 from genlab.nets.conv import ConvDecoder, ConvEncoder
+from tests.conftest import framework_trainer
 
 
 def tiny_gan(**options) -> GAN:
@@ -38,7 +39,7 @@ def tiny_vae(**options) -> VAE:
 def fit(model: pl.LightningModule, batches: int = 3, **trainer_kwargs) -> pl.Trainer:
     images = torch.rand(16 * batches, 1, 28, 28)
     loader = DataLoader(TensorDataset(images, torch.zeros(len(images))), batch_size=16)
-    trainer = pl.Trainer(
+    trainer = framework_trainer(
         accelerator="cpu",
         max_epochs=1,
         limit_val_batches=0,

@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from genlab.checkpoints.build import build_model
 from genlab.checkpoints.io import AtomicCheckpointIO
 from genlab.checkpoints.load import load_model, read_checkpoint
 from genlab.checkpoints.pretrained import resolve_checkpoint, sha256, write_sums
 from genlab.checkpoints.trust import UntrustedCheckpoint, check_stored_config, vouched
 from genlab.errors import CheckpointError
+from genlab.privacy import DifferentialPrivacy
 from tests.conftest import JOB_TINY, run_script
 
 CONFIG = "genlab_config"
@@ -165,9 +167,30 @@ def test_trust_opt_in_builds_what_it_names(good_run: Path, tmp_path: Path) -> No
         config["model"]["generator"]["extra"] = _writes(marker)
 
     path = _tamper(good_run / "checkpoints" / "last.ckpt", tmp_path / "x.ckpt", edit)
-    with pytest.raises(CheckpointError):  # built, then the net refuses the unknown argument
+    # Built, then the net refuses the unknown argument: a config of other code, one line.
+    with pytest.raises(CheckpointError, match="written by a different version of the code"):
         load_model(path, trust=True)
     assert marker.is_file()
+
+
+def test_build_model_prepares_a_private_model_as_training_did(make_cfg) -> None:
+    """train.py and load_model build through build_model: with privacy.enabled the private
+    nets are rebuilt (BatchNorm -> GroupNorm) before any weights are loaded, so the weights of a
+    DP run fit the model load_model builds."""
+    plain, privacy = build_model(make_cfg("model=dcgan"))
+    assert privacy is None
+    private, privacy = build_model(make_cfg("model=dcgan", "privacy.enabled=true"))
+    assert isinstance(privacy, DifferentialPrivacy)
+
+    def norms(model: torch.nn.Module) -> set[str]:
+        return {
+            type(m).__name__ for m in model.discriminator.modules() if "Norm" in type(m).__name__
+        }
+
+    assert "BatchNorm2d" in norms(plain)
+    assert norms(private) == {"GroupNorm"}
+    # The generator never sees real images: it is left as it was.
+    assert plain.generator.state_dict().keys() == private.generator.state_dict().keys()
 
 
 def _hostile_copy(good_run: Path, tmp_path: Path) -> tuple[Path, Path]:

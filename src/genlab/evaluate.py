@@ -21,6 +21,7 @@ import json
 import logging
 import pickle
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,12 @@ from rich.console import Console
 from rich.table import Table
 from torchvision.utils import save_image
 
+from genlab.callbacks.framework.speed import SpeedOptions
 from genlab.checkpoints.load import load_model
-from genlab.config.extras import print_config, silence_known_warnings
+from genlab.config.arguments import Arg, check_args
+from genlab.config.extras import print_config_if_asked, silence_warnings_if_asked
 from genlab.config.instantiate import instantiate_group
-from genlab.config.ranges import Arg, check_args, integer, names, optional_path, seed
+from genlab.config.rules import COUNT, SEED, FilePath, Names, OrNone
 from genlab.config.validation import check_accelerator, check_own_config, check_types
 from genlab.errors import ConfigError, DataError
 from genlab.metrics.feature_sets import AUDIT_SPLITS, extract, real_features, split_images
@@ -54,14 +57,14 @@ AUDIT_METRICS = ("memorization",)
 # eval.py's own arguments (conf/eval.yaml), checked before anything is loaded; the groups
 # (trainer, features, data) are checked against their constructors' type hints.
 ARGS = {
-    "ckpt_path": Arg("the checkpoint to evaluate", optional_path(), "outputs/.../last.ckpt"),
-    "samples": Arg("a .npy/.pt file of images scored instead", optional_path(), "samples.npy"),
-    "metrics": Arg("the metrics to compute", names(), "[fid,kid,pr]"),
+    "ckpt_path": Arg("the checkpoint to evaluate", OrNone(FilePath()), "outputs/.../last.ckpt"),
+    "samples": Arg("a .npy/.pt file of images scored instead", OrNone(FilePath()), "samples.npy"),
+    "metrics": Arg("the metrics to compute", Names(), "[fid,kid,pr]"),
     # The per-metric minimum (FID 2, IS 10, ...) is checked once the metrics are known.
-    "num_samples": Arg("the samples drawn from the checkpoint", integer(low=1), "10000"),
-    "batch_size": Arg("the images per forward pass", integer(low=1), "500"),
-    "nll_samples": Arg("the importance samples per test image of nll", integer(low=1), "1000"),
-    "seed": Arg("the seed of the samples and of the model metrics", seed(), "42"),
+    "num_samples": Arg("the samples drawn from the checkpoint", COUNT, "10000"),
+    "batch_size": Arg("the images per forward pass", COUNT, "500"),
+    "nll_samples": Arg("the importance samples per test image of nll", COUNT, "1000"),
+    "seed": Arg("the seed of the samples and of the model metrics", SEED, "42"),
 }
 
 
@@ -365,9 +368,12 @@ def check_arguments(cfg: DictConfig) -> list[str]:
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    extras = cfg.get("extras") or {}
-    if extras.get("ignore_warnings"):
-        silence_known_warnings()
+    with warnings.catch_warnings():  # the extras' warning filters hold for this run only
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, float]:
+    silence_warnings_if_asked(cfg)
     names = check_arguments(cfg)
     check_cache_dir((cfg.get("paths") or {}).get("cache_dir"))  # real features go there
     model = train_cfg = samples = None
@@ -391,8 +397,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         at = names.index("model")
         names[at : at + 1] = [m for m in model_metrics(model) if m not in names]
     _check_metrics(names, model, str(cfg.get("ckpt_path")))
-    if extras.get("print_config"):  # after the checks above: a mistake's line ends the output
-        print_config(cfg)
+    print_config_if_asked(cfg)  # after the checks above: a mistake's line ends the output
     data_cfg = _data_config(cfg, train_cfg, shape)
     if "memorization" in names and "augment" in data_cfg:
         data_cfg.augment = False  # the audit compares with the training images themselves
@@ -460,7 +465,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 prepare_test(applicable, nll_samples=cfg.nll_samples)
             if "nll" in applicable:
                 info["nll_samples"] = cfg.nll_samples
-            trainer: pl.Trainer = instantiate_group(cfg, "trainer", logger=False, callbacks=[])
+            # The model's compile / channels_last, as in training.
+            trainer: pl.Trainer = instantiate_group(
+                cfg, "trainer", logger=False, callbacks=[SpeedOptions()]
+            )
             pl.seed_everything(cfg.seed, workers=True)
             start = time.perf_counter()
             (test_results,) = trainer.test(model, datamodule=datamodule, verbose=False)

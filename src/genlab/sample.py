@@ -24,8 +24,9 @@ from omegaconf import DictConfig
 from torchvision.utils import save_image
 
 from genlab.checkpoints.load import load_model
+from genlab.config.arguments import Arg, check_args
 from genlab.config.cli import file_size_limit
-from genlab.config.ranges import Arg, check_args, choice, integer, output_file, pattern, seed
+from genlab.config.rules import COUNT, SEED, OneOf, OutputFile, Pattern, Range
 from genlab.config.validation import check_required
 from genlab.errors import ConfigError
 from genlab.metrics.sampling import draw, finite_samples, iter_samples
@@ -38,17 +39,17 @@ MODES = ("samples", "interpolate")
 # sample.py's arguments (conf/sample.yaml), checked before the checkpoint is loaded; a key
 # missing from a hand-built config keeps the default run() gives it.
 ARGS = {
-    "n": Arg("the number of samples (rows of walks with mode=interpolate)", integer(low=1), "64"),
-    "batch_size": Arg("the samples per forward pass", integer(low=1), "1000"),
-    "seed": Arg("the seed of the latents", seed(), "0"),
+    "n": Arg("the number of samples (rows of walks with mode=interpolate)", COUNT, "64"),
+    "batch_size": Arg("the samples per forward pass", COUNT, "1000"),
+    "seed": Arg("the seed of the latents", SEED, "0"),
     "device": Arg(
         "where the model runs",
-        pattern(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, mps, cuda or cuda:<index>"),
+        Pattern(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, mps, cuda or cuda:<index>"),
         "cpu",
     ),
-    "out": Arg("the file the samples are written to", output_file(FORMATS), "samples.npy"),
-    "mode": Arg("what to draw", choice(MODES), "samples"),
-    "steps": Arg("the images per walk of mode=interpolate", integer(low=2), "10"),
+    "out": Arg("the file the samples are written to", OutputFile(*FORMATS), "samples.npy"),
+    "mode": Arg("what to draw", OneOf(*MODES), "samples"),
+    "steps": Arg("the images per walk of mode=interpolate", Range(ge=2, integer=True), "10"),
 }
 
 

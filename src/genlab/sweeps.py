@@ -30,12 +30,16 @@ from hydra.experimental.callback import Callback
 
 from genlab.config.cli import exit_on_user_error
 from genlab.errors import DataError
+from genlab.metrics.names import score_keys
 from genlab.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
-# The test metrics a summary table shows, when the jobs logged them (GAN and VAE alike).
-TABLE_METRICS = ("fid", "kid", "precision", "recall", "class_kl", "nll_nats", "elbo", "ssim")
+# The test metrics a summary table shows, when the jobs logged them (GAN and VAE alike): the
+# ranking scores of these sample metrics (their keys declared in metrics/names.py), then the
+# VAE's likelihood and reconstruction, which its test_step logs (models declare no test keys).
+TABLE_SAMPLE_METRICS = ("fid", "kid", "pr", "coverage")
+TABLE_METRICS = (*score_keys(TABLE_SAMPLE_METRICS, details=False), "nll_nats", "elbo", "ssim")
 
 
 def write_result(run_dir: str | Path, result: dict[str, Any]) -> None:

@@ -11,32 +11,35 @@ from __future__ import annotations
 import logging
 import signal
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import Callback, LearningRateMonitor
-from pytorch_lightning.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from genlab.callbacks.fid import FIDMonitor
+from genlab.callbacks.framework import framework_callbacks
+from genlab.checkpoints.build import build_model
 from genlab.checkpoints.io import AtomicCheckpointIO
-from genlab.checkpoints.keys import CONFIG_FILE_KEY, WANDB_ID_KEY, config_file_sha256
+from genlab.checkpoints.keys import CONFIG_FILE_KEY
 from genlab.checkpoints.load import check_fits, read_checkpoint
 from genlab.config.extras import apply_extras
-from genlab.config.instantiate import instantiate_group, instantiate_list, to_dict
+from genlab.config.instantiate import instantiate_group, instantiate_list, target_class, to_dict
 from genlab.config.launcher import strategy_for_launcher
 from genlab.config.validation import check_manual_optimization, validate
 from genlab.errors import ConfigError
-from genlab.loggers.metrics_csv import MetricsCheckpointSync, ResumableCSVLogger
-from genlab.loggers.wandb_offline import offline_logger_config
+from genlab.loggers.run import build_loggers, finishing, with_logger_callbacks
 from genlab.models.contract import check_contract
 from genlab.resume import resume_callbacks
 from genlab.resume.command import resume_config
 from genlab.resume.run_dir import check_cache_dir, owned_run_dir, write_run_info
 from genlab.sweeps import write_result
 from genlab.utils.atomic import atomic_path, clean_stale_temporaries
+from genlab.utils.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,9 @@ def run(cfg: DictConfig) -> float | None:
     # One live run per folder: a second one (same hydra.run.dir, a resume of a run still going)
     # is refused before it writes anything. DDP ranks share rank 0's folder.
     owned = owned_run_dir(cfg.paths.output_dir) if rank_zero_only.rank == 0 else nullcontext()
-    with owned:
+    # The extras' warning filters hold for this run only: a notebook or test calling run()
+    # gets its own filters back.
+    with owned, warnings.catch_warnings():
         return _run(cfg)
 
 
@@ -104,7 +109,9 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
         write_run_info(out, cfg.paths.root_dir)
 
     datamodule: pl.LightningDataModule = instantiate_group(cfg, "data")
-    model = instantiate_group(cfg, "model")
+    # The model, prepared for DP-SGD when privacy.enabled (which refuses what DP-SGD cannot
+    # train, before any data is loaded); privacy is the callback that then trains it.
+    model, privacy = build_model(cfg)
     check_contract(  # the model contract, on a few seeded samples: ~1 s, no data loaded
         model,
         monitor=cfg.model.get("monitor"),
@@ -128,18 +135,16 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
             cfg.get("checkpoint_every_n_batches"),
             _config_file_sha256(cfg, checkpoint),
         ),
+        # After the resume callbacks, as the model hooks they replace ran after every callback
+        # (the per-rank seed follows the restored RNG states).
+        *framework_callbacks(),
     ]
-    privacy = cfg.get("privacy")
-    if privacy and privacy.get("enabled"):
-        dp = instantiate_group(cfg, "privacy")
-        dp.prepare(model)  # refuses what DP-SGD cannot train, before any data is loaded
-        callbacks.append(dp)
+    if privacy is not None:
+        callbacks.append(privacy)
     if checkpoint is not None:
         check_fits(model, checkpoint, cfg.ckpt_path)
-    loggers = _build_loggers(cfg, checkpoint)
-    callbacks.append(MetricsCheckpointSync(loggers))  # metrics.csv rows match the checkpoint
-    if not loggers:  # LearningRateMonitor refuses to run without a logger (logger=none)
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    loggers = build_loggers(cfg, checkpoint)  # offline W&B, the resumed W&B run, metrics.csv
+    callbacks = with_logger_callbacks(callbacks, loggers)
     for logger in loggers:
         logger.log_hyperparams(resolved)
     strategy = strategy_for_launcher(cfg)
@@ -154,8 +159,7 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
         **({"strategy": strategy} if strategy else {}),
     )
 
-    failed = True
-    try:
+    with finishing(loggers):  # W&B: one run per job, marked failed if this raises
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         score = _best_score(trainer, model.monitor)
         checkpoint = trainer.checkpoint_callback
@@ -170,82 +174,36 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
             result["metrics"].update(_scalars(trainer.callback_metrics))
         log.info("best %s = %s; run dir: %s", model.monitor, score, cfg.paths.output_dir)
-        failed = False
-    finally:
-        # W&B keeps one run per process: close it so the next multirun job gets its own, and
-        # mark a crashed (e.g. diverged) run as failed rather than finished.
-        for logger in loggers:
-            if isinstance(logger, WandbLogger):
-                logger.experiment.finish(exit_code=int(failed))
     return score
-
-
-# Monitors that only the sample-quality callback (callbacks.fid) logs, and the name in
-# callbacks.fid.metrics that makes it log each (precision and recall come from "pr").
-_SAMPLE_MONITORS = {
-    "val/fid": "fid",
-    "val/kid": "kid",
-    "val/is": "is",
-    "val/precision": "pr",
-    "val/recall": "pr",
-}
 
 
 def check_monitor_source(cfg: DictConfig) -> None:
     """A sample-quality monitor needs the callback that logs it; without it checkpointing and
     sweeps would wait for a metric that never comes."""
     monitor = cfg.model.get("monitor")
-    if monitor not in _SAMPLE_MONITORS:
+    metric = FIDMonitor.metric_logging(monitor)  # "pr" for val/precision
+    if metric is None or monitor in callback_metrics(cfg):
         return
-    fid = (cfg.get("callbacks") or {}).get("fid")
-    metric = _SAMPLE_MONITORS[monitor]
-    if not fid or metric not in fid.get("metrics", []):
-        raise ConfigError(
-            f"model.monitor={monitor} is logged by callbacks.fid (with {metric} in "
-            "callbacks.fid.metrics), which this config does not have: use callbacks=default, "
-            f"add {metric} to callbacks.fid.metrics, or set model.monitor to a metric the model "
-            "logs itself (e.g. val/d_loss) with model.monitor_mode."
-        )
+    raise ConfigError(
+        f"model.monitor={monitor} is logged by callbacks.fid (with {metric} in "
+        "callbacks.fid.metrics), which this config does not have: use callbacks=default, "
+        f"add {metric} to callbacks.fid.metrics, or set model.monitor to a metric the model "
+        "logs itself (e.g. val/d_loss) with model.monitor_mode."
+    )
 
 
 def callback_metrics(cfg: DictConfig) -> list[str]:
-    """The metrics the configured callbacks log, which model.monitor may name."""
-    fid = (cfg.get("callbacks") or {}).get("fid")
-    measured = fid.get("metrics", []) if fid else []
-    logged = [m for m, name in _SAMPLE_MONITORS.items() if name in measured]
-    logged += ["val/fid_seconds"] if fid else []
+    """The metrics the configured callbacks (and privacy, when enabled) declare they log, which
+    model.monitor may name: each class's ``logged_metrics(config)``, given its config node."""
+    producers = list((cfg.get("callbacks") or {}).values())
     privacy = cfg.get("privacy")
-    return logged + (["train/epsilon"] if privacy and privacy.get("enabled") else [])
-
-
-def _build_loggers(cfg: DictConfig, checkpoint: dict | None) -> list[Logger]:
-    """The loggers, adapted to this run: offline W&B without network, the W&B run of the
-    checkpoint being resumed, metrics.csv continued on resume."""
-    logger_cfg = offline_logger_config(cfg.get("logger"))
-    run_id = _checkpoint_wandb_id(cfg, logger_cfg, checkpoint)
-    if run_id:
-        # A composed config is in struct mode, and conf/logger/wandb.yaml has no `resume` key.
-        with open_dict(logger_cfg):
-            resumed = OmegaConf.merge(logger_cfg, {"wandb": {"id": run_id, "resume": "allow"}})
-        logger_cfg = resumed
-    loggers = instantiate_list(logger_cfg)
-    for logger in loggers:  # a resumed run continues its metrics.csv
-        if isinstance(logger, ResumableCSVLogger):
-            logger.append = checkpoint is not None
-    return loggers
-
-
-def _checkpoint_wandb_id(
-    cfg: DictConfig, logger_cfg: DictConfig | None, checkpoint: dict | None
-) -> str | None:
-    """Resuming from a checkpoint continues its W&B run: the checkpoint holds the run id."""
-    wandb_cfg = (logger_cfg or {}).get("wandb")
-    if checkpoint is None or not wandb_cfg or wandb_cfg.get("id"):
-        return None
-    run_id = checkpoint.get(WANDB_ID_KEY)
-    if run_id:
-        log.info("resuming W&B run %s from %s", run_id, cfg.ckpt_path)
-    return run_id
+    if privacy and privacy.get("enabled"):
+        producers.append(privacy)
+    logged: list[str] = []
+    for node in producers:
+        declared = getattr(target_class(node), "logged_metrics", None)
+        logged += declared(node) if callable(declared) else []
+    return logged
 
 
 def _record_resumed_config(cfg: DictConfig) -> None:
@@ -272,7 +230,7 @@ def _config_file_sha256(cfg: DictConfig, checkpoint: dict | None) -> str | None:
     if checkpoint is not None and Path(ckpt).resolve().parent.parent == out.resolve():
         return checkpoint.get(CONFIG_FILE_KEY)
     path = out / ".hydra" / "config.yaml"
-    return config_file_sha256(path) if path.is_file() else None
+    return file_sha256(path) if path.is_file() else None
 
 
 def _command_line_overrides() -> list[str]:

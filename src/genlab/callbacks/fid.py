@@ -14,25 +14,43 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
 from genlab.metrics.feature_sets import Features, generated_features, real_features
 from genlab.metrics.features import FeatureExtractor
-from genlab.metrics.scores import MIN_SAMPLES, SAMPLE_METRICS, score
+from genlab.metrics.names import SAMPLE_METRICS, SCORE_KEYS, score_keys
+from genlab.metrics.scores import MIN_SAMPLES, score
 
 log = logging.getLogger(__name__)
+VAL_METRICS = ("fid", "kid")  # the default `metrics`
+COST = "fid_seconds"  # logged as <stage>/fid_seconds whenever the callback scores
 
 
 class FIDMonitor(Callback):
+    @staticmethod
+    def logged_metrics(config: Mapping[str, Any]) -> tuple[str, ...]:
+        """The keys the callback built from ``config`` (its node in ``callbacks``) logs during
+        validation, which model.monitor may name: the scores of its ``metrics`` and the cost."""
+        keys = (*score_keys(config.get("metrics", VAL_METRICS)), COST)
+        return tuple(f"val/{key}" for key in keys)
+
+    @staticmethod
+    def metric_logging(key: str) -> str | None:
+        """The ``metrics`` entry that makes the callback log ``key`` during validation ("pr"
+        for val/precision); None for a key that no entry logs."""
+        return next((m for m in SAMPLE_METRICS if key in [f"val/{k}" for k in SCORE_KEYS[m]]), None)
+
     def __init__(
         self,
         features: FeatureExtractor,
         every_n_epochs: int = 1,
         num_samples: int = 2000,
-        metrics: tuple[str, ...] | list[str] = ("fid", "kid"),
+        metrics: tuple[str, ...] | list[str] = VAL_METRICS,
         test_num_samples: int = 10000,
         test_metrics: tuple[str, ...] | list[str] = SAMPLE_METRICS,
         num_real: int | None = None,
@@ -92,7 +110,7 @@ class FIDMonitor(Callback):
             if isinstance(value, (int, float)):
                 # Every DDP rank scores the same seeded samples, so no reduction is needed.
                 pl_module.log(f"{stage}/{name}", value)
-        pl_module.log(f"{stage}/fid_seconds", time.perf_counter() - start)
+        pl_module.log(f"{stage}/{COST}", time.perf_counter() - start)
         if stage == "test" and "classes_covered" in scores:
             log.info("test samples per predicted class: %s", scores["class_counts"])
 

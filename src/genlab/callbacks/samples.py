@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid, save_image
 
 from genlab.errors import ConfigError
+from genlab.loggers.adapters import adapter
 from genlab.utils.atomic import atomic_path
 
 
@@ -77,11 +77,5 @@ class SampleGrid(pl.Callback):
         ):
             with atomic_path(path) as tmp:
                 save_image(grid, tmp)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                hwc = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-                # No step=: WandbLogger plots against its own trainer/global_step key, and an
-                # explicit W&B step ahead of the metrics' would make W&B drop later metrics.
-                logger.log_image(key=name, images=[hwc], caption=[f"epoch {epoch}"])
-            elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(name, grid, global_step=trainer.global_step)
+        for logger in trainer.loggers:  # each as it can: W&B and TensorBoard show images
+            adapter(logger).log_images(name, grid, f"epoch {epoch}", trainer.global_step)

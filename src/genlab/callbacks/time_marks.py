@@ -55,7 +55,7 @@ class CheckpointAtMinutes(Callback):
             self.passed += 1  # before the save: the mark's checkpoint knows it is written
             trainer.save_checkpoint(self.dirpath / mark_name(minute))
         if self.stop_at_last and self.passed == len(self.marks):
-            trainer.should_stop = True  # GenerativeModel ends the epoch before the next batch
+            trainer.should_stop = True  # StopBeforeBatch ends the epoch before the next batch
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.passed < len(self.marks):  # the recipe's epochs ran out before the budget

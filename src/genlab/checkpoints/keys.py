@@ -1,42 +1,102 @@
-"""Every entry genlab adds to a Lightning checkpoint, in one table.
+"""Every entry genlab adds to a Lightning checkpoint, registered in one table.
 
-Lightning's own entries (``state_dict``, ``loops``, ``callbacks``, ...) carry the weights and
-the loop state; a callback's own state goes through its ``state_dict`` and needs no key here.
-What a feature adds at the top level of the checkpoint dict is named below and nowhere else
-(``tests/test_architecture.py`` checks it), so a reader sees in one place what a ``.ckpt``
-holds and a new feature cannot silently reuse another's key.
+Lightning's own entries (``LIGHTNING_KEYS``: the weights, optimizers, loop state, each callback's
+``state_dict``) need no key here. What a feature adds at the top level of the checkpoint dict is
+registered below, with the module that writes it and what it holds, and named nowhere else:
+``tests/test_architecture.py`` refuses a custom key written as a literal (or as a constant of
+its own) outside this package, and a registered key written by any module but its owner. So a
+reader sees in one place what a ``.ckpt`` holds, docs/security.md lists the same table (a test
+compares them), and a new feature cannot silently reuse another's key.
+
+A feature that needs a new entry adds one ``register(...)`` line here and writes it through the
+returned constant in its ``on_save_checkpoint``.
 """
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
+from dataclasses import dataclass
 
-# The run's resolved config: sample.py, eval.py and resume=<run> rebuild the run from it.
-CONFIG_KEY = "genlab_config"
-# SHA256 of the run's .hydra/config.yaml as it started: a resume warns about hand edits there.
-CONFIG_FILE_KEY = "genlab_config_file_sha256"
-# The W&B run the checkpoint belongs to, so a resume continues it.
-WANDB_ID_KEY = "wandb_run_id"
-# The training batches metrics.csv has rows for, and the callback metrics at the save, so a
-# resumed run's metrics.csv and monitor equal an uninterrupted run's.
-STEP_KEY = "genlab_step"
-METRICS_KEY = "genlab_callback_metrics"
+
+@dataclass(frozen=True)
+class CheckpointKey:
+    """One top-level entry of a checkpoint that genlab (not Lightning) writes."""
+
+    name: str  # the key in the checkpoint dict
+    owner: str  # the module (or package) whose on_save_checkpoint writes it
+    holds: str  # what it holds, one line (docs/security.md shows it)
+
+
+# Lightning's own entries (pytorch_lightning's checkpoint connector; the datamodule's and the
+# precision plugin's state go under their class names, callbacks' under "callbacks").
+LIGHTNING_KEYS = frozenset(
+    {
+        "epoch",
+        "global_step",
+        "pytorch-lightning_version",
+        "state_dict",
+        "loops",
+        "callbacks",
+        "optimizer_states",
+        "lr_schedulers",
+        "hparams_name",
+        "hyper_parameters",
+        "hparams_type",
+        "datamodule_hparams_name",
+        "datamodule_hyper_parameters",
+        "datamodule_hparams_type",
+        "native_amp_scaling_state",  # read from checkpoints of older Lightning versions
+    }
+)
+
+KEYS: dict[str, CheckpointKey] = {}
+
+
+def register(name: str, owner: str, holds: str) -> str:
+    """Add ``name`` to ``KEYS`` (written by ``owner``) and return it, for a module constant."""
+    if name in KEYS or name in LIGHTNING_KEYS:
+        raise ValueError(f"checkpoint key {name!r} is taken: give the new entry its own name")
+    KEYS[name] = CheckpointKey(name, owner, holds)
+    return name
+
+
+# sample.py, eval.py and resume=<run> rebuild the run from it.
+CONFIG_KEY = register(
+    "genlab_config", "genlab.resume.stored_config", "the run's resolved config (a dict)"
+)
+# A resume warns about hand edits of .hydra/config.yaml made since the run started.
+CONFIG_FILE_KEY = register(
+    "genlab_config_file_sha256",
+    "genlab.resume.stored_config",
+    "SHA256 of the run's .hydra/config.yaml as it started",
+)
+# So a resume continues the same W&B run.
+WANDB_ID_KEY = register("wandb_run_id", "genlab.loggers", "the W&B run id")
+# So a resumed run's metrics.csv and monitor equal an uninterrupted run's.
+STEP_KEY = register(
+    "genlab_step", "genlab.loggers.metrics_csv", "the training batches metrics.csv has rows for"
+)
+METRICS_KEY = register(
+    "genlab_callback_metrics", "genlab.loggers.metrics_csv", "the callback metrics at the save"
+)
 # Saved just before a validation that a stop interrupted: the resume repeats it.
-VALIDATION_PENDING_KEY = "genlab_validation_pending"
-# The latest value of each metric a model computes on only some batches (log_latest).
-LATEST_METRICS_KEY = "genlab_latest_metrics"
-
-KEYS: dict[str, str] = {
-    CONFIG_KEY: "the run's resolved config",
-    CONFIG_FILE_KEY: "SHA256 of .hydra/config.yaml at the start",
-    WANDB_ID_KEY: "the W&B run id",
-    STEP_KEY: "training batches metrics.csv records",
-    METRICS_KEY: "callback metrics at the save",
-    VALIDATION_PENDING_KEY: "a stopped validation to repeat",
-    LATEST_METRICS_KEY: "latest values of sparsely computed metrics",
-}
-
-
-def config_file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+VALIDATION_PENDING_KEY = register(
+    "genlab_validation_pending",
+    "genlab.resume.progress",
+    "true when a stop interrupted a validation, which the resume repeats",
+)
+# Metrics a model computes on only some batches (log_latest) keep their latest value.
+LATEST_METRICS_KEY = register(
+    "genlab_latest_metrics",
+    "genlab.callbacks.framework.latest_metrics",
+    "the latest value of each metric logged with log_latest",
+)
+# Python, NumPy, torch (and CUDA) generators: a resumed run draws the same noise.
+RNG_KEY = register("rng_states", "genlab.resume.rng", "the global RNG states")
+# The privacy accountant's history: the budget spent travels with the weights.
+PRIVACY_KEY = register(
+    "privacy", "genlab.privacy", "the DP accountant's history and the epsilon spent"
+)
+# Marks a slim export of pretrained/ (weights, config and this entry only).
+PRETRAINED_KEY = register(
+    "genlab_pretrained", "scripts.export_pretrained", "the name of a pretrained/ export"
+)

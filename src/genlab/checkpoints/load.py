@@ -1,8 +1,9 @@
-"""Write checkpoints atomically; read them back without knowing the model class.
+"""Read checkpoints back without knowing the model class.
 
 Every checkpoint written by ``train.py`` carries the run's resolved config (see
-``genlab.resume.stored_config.StoreConfigInCheckpoint``), so ``sample.py`` and ``eval.py`` rebuild
-the exact model (class from ``model._target_``) and data module from the path alone.
+``genlab.resume.stored_config.StoreConfigInCheckpoint``), so ``sample.py``, ``eval.py`` and
+``load_model`` rebuild the exact model (class from ``model._target_``, through ``build_model``)
+and data module from the path alone, after the trust check of ``genlab.checkpoints.trust``.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from genlab.checkpoints.build import build_model
 from genlab.checkpoints.keys import CONFIG_KEY
 from genlab.checkpoints.moved import renamed_targets
 from genlab.checkpoints.pretrained import pretrained_hint, resolve_checkpoint
 from genlab.checkpoints.trust import check_stored_config
-from genlab.errors import CheckpointError
+from genlab.errors import CheckpointError, ConfigError
 
 
 def last_good_checkpoint(trainer: pl.Trainer | None) -> str:
@@ -84,18 +85,25 @@ def load_model(
     ckpt = read_checkpoint(path)
     cfg = stored_config(ckpt, path, trust=trust)
     try:
-        model = instantiate(cfg.model)
-        privacy = cfg.get("privacy")
-        if privacy and privacy.get("enabled"):  # DP runs train reshaped nets (GroupNorm)
-            instantiate(privacy).prepare(model)
+        model, _ = build_model(cfg)  # as training built it (DP runs train reshaped nets)
         model.load_state_dict(ckpt["state_dict"])
     except (InstantiationException, RuntimeError) as err:
-        raise CheckpointError(
-            f"{path} was written by a different version of the code: rebuilding "
-            f"{cfg.model.get('_target_')} from its stored config failed ({err}). Check out the "
-            "commit the run used (its .hydra/ folder holds the config) and load it there."
-        ) from err
+        raise _other_version(path, cfg, err) from err
+    except ConfigError as err:
+        # A constructor refusing a stored value means other code, not a user's typo; what
+        # DP-SGD refuses in prepare() (no InstantiationException behind it) stays a ConfigError.
+        if not isinstance(err.__cause__, InstantiationException):
+            raise
+        raise _other_version(path, cfg, err.__cause__) from err.__cause__
     return model.to(map_location).eval(), cfg
+
+
+def _other_version(path: str | Path, cfg: DictConfig, err: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"{path} was written by a different version of the code: rebuilding "
+        f"{cfg.model.get('_target_')} from its stored config failed ({err}). Check out the "
+        "commit the run used (its .hydra/ folder holds the config) and load it there."
+    )
 
 
 def check_fits(model: torch.nn.Module, checkpoint: dict, path: str | Path) -> None:

@@ -12,13 +12,13 @@ line (docs/pretrained.md).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 
 from genlab.errors import CheckpointError
 from genlab.utils.atomic import atomic_path
+from genlab.utils.hashing import file_sha256 as sha256
 from genlab.utils.paths import project_root
 
 PREFIX = "pretrained:"
@@ -31,14 +31,6 @@ _LINE = re.compile(r"(?P<hash>[0-9a-f]{64}) [ *](?P<file>\S+)")
 def pretrained_dir() -> Path:
     """``$GENLAB_PRETRAINED_DIR``, else ``<project root>/pretrained``."""
     return Path(os.environ.get("GENLAB_PRETRAINED_DIR") or Path(project_root()) / "pretrained")
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_sums(folder: str | Path | None = None) -> dict[str, str]:

@@ -25,11 +25,19 @@ def silence_known_warnings() -> None:
 
 
 def apply_extras(cfg: DictConfig) -> None:
-    """The ``extras`` group of every entry point: hide known noise, print the config."""
-    extras = cfg.get("extras") or {}
-    if extras.get("ignore_warnings"):
+    """The ``extras`` group of every entry point: hide known noise, print the config. A task
+    that checks its arguments after loading something calls the two halves apart."""
+    silence_warnings_if_asked(cfg)
+    print_config_if_asked(cfg)
+
+
+def silence_warnings_if_asked(cfg: DictConfig) -> None:
+    if (cfg.get("extras") or {}).get("ignore_warnings"):
         silence_known_warnings()
-    if extras.get("print_config"):
+
+
+def print_config_if_asked(cfg: DictConfig) -> None:
+    if (cfg.get("extras") or {}).get("print_config"):
         print_config(cfg)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.errors import ConfigError, GenlabError
@@ -41,3 +41,14 @@ def to_dict(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(  # type: ignore[return-value]
         OmegaConf.masked_copy(cfg, keys), resolve=True, throw_on_missing=False
     )
+
+
+def target_class(node: DictConfig | None) -> type | None:
+    """The class ``node`` builds, or None (no ``_target_``, or one that does not import: building
+    it reports that)."""
+    if not node or "_target_" not in node:
+        return None
+    try:
+        return get_class(node["_target_"])
+    except (ImportError, ValueError):
+        return None

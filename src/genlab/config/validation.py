@@ -8,60 +8,26 @@ import inspect
 import sys
 import types
 import typing
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from genlab.config.ranges import Arg, check_args, integer, seed
+from genlab.config.arguments import Arg, check_args
+from genlab.config.rules import (
+    AT_LEAST_ONE,
+    COUNT,
+    MONITOR_MODE,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    OrNone,
+    Range,
+    Rule,
+    is_number,
+)
+from genlab.config.suggest import closest_keys
 from genlab.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Range:
-    """Bounds of a numeric parameter, declared once next to it and checked at start-up, before
-    any data is loaded: ``batch_size: Annotated[int, Range(ge=1)]``."""
-
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
-
-    def violation(self, value: float) -> str | None:
-        """What is wrong with ``value`` ("must be > 0"), or None when it is in range."""
-        inside = (
-            (self.ge is None or value >= self.ge)
-            and (self.gt is None or value > self.gt)
-            and (self.le is None or value <= self.le)
-            and (self.lt is None or value < self.lt)
-        )
-        return None if inside else f"must be {self.describe()}"
-
-    def describe(self) -> str:
-        low = "[" if self.ge is not None else "(" if self.gt is not None else None
-        high = "]" if self.le is not None else ")" if self.lt is not None else None
-        lo = _number(self.ge if self.ge is not None else self.gt)
-        hi = _number(self.le if self.le is not None else self.lt)
-        if low and high:
-            return f"in {low}{lo}, {hi}{high}"
-        if low:
-            return f"{'>=' if low == '[' else '>'} {lo}"
-        return f"{'<=' if high == ']' else '<'} {hi}"
-
-
-def _number(x: float | None) -> str:
-    if x is None:
-        return ""
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
-# The bounds most parameters need.
-POSITIVE = Range(gt=0)
-NON_NEGATIVE = Range(ge=0)
-AT_LEAST_ONE = Range(ge=1)
-FRACTION = Range(gt=0, le=1)  # a share of something: (0, 1]
-DECAY = Range(gt=0, lt=1)  # an EMA decay, a momentum: (0, 1)
 
 # Arguments of torch.optim optimizers (their constructors are not ours to annotate).
 OPTIMIZER_RANGES = {
@@ -77,10 +43,10 @@ OPTIMIZER_RANGES = {
 }
 # train.yaml's own top-level arguments, in the schema eval.py and sample.py use for theirs.
 TRAIN_ARGS = {
-    "seed": Arg("the seed of every random draw of the run", seed(), "42"),
+    "seed": Arg("the seed of every random draw of the run", SEED, "42"),
     "checkpoint_every_n_batches": Arg(
         "how often last.ckpt is rewritten inside an epoch (null: at epoch ends)",
-        lambda v: None if v is None else integer(low=1)(v),
+        OrNone(COUNT),
         "500",
     ),
 }
@@ -117,9 +83,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"the config has no '{key}' group: pass {key}=<choice>.")
     check_required(cfg)
     check_monitor_keys(cfg.model)
-    mode = cfg.model.get("monitor_mode")
-    if mode is not None and mode not in ("min", "max"):
-        raise ConfigError(f"model.monitor_mode={mode!r}: choose 'min' or 'max'.")
+    if cfg.model.get("monitor_mode") is not None:
+        check_monitor_mode(cfg.model.monitor_mode)
     check_accelerator(cfg.trainer)
     check_args(cfg, TRAIN_ARGS)
     # The trainer first: model values may interpolate its keys (the default GAN's cosine
@@ -155,6 +120,13 @@ def check_monitor_keys(model_cfg: DictConfig) -> None:
                 f"Fix: add '{key}: {value}' to the model's config file (conf/model/<name>.yaml), "
                 f"or pass +model.{key}={value} on the command line."
             )
+
+
+def check_monitor_mode(mode: Any) -> None:
+    """The one check of ``model.monitor_mode``, for the config at start-up and for a model
+    built in Python."""
+    if MONITOR_MODE.violation(mode) is not None:
+        raise ConfigError(f"model.monitor_mode={mode!r}: choose 'min' or 'max'.")
 
 
 def check_trainer_budget(trainer_cfg: DictConfig) -> None:
@@ -247,8 +219,16 @@ def _describe(leaves: list[Any]) -> str:
     return " or ".join(names)
 
 
-def _init_hints(target: str) -> tuple[dict[str, Any], dict[str, Range]]:
-    """(parameter -> type hint, parameter -> ``Range``) of ``target``'s constructor (or of the
+def _did_you_mean(leaves: list[Any], value: Any) -> str:
+    """ " (did you mean 'warn'?)" for a string near one of a ``Literal``'s choices, else ""."""
+    choices = [v for leaf in leaves if isinstance(leaf, tuple) for v in leaf[1]]
+    names = [v for v in choices if isinstance(v, str)]
+    close = closest_keys(value, names, n=1) if isinstance(value, str) else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _init_hints(target: str) -> tuple[dict[str, Any], dict[str, Rule]]:
+    """(parameter -> type hint, parameter -> its rule) of ``target``'s constructor (or of the
     function itself), read in one pass over the classes it passes ``**base`` on to, base first:
     a subclass's own hint wins, and one that re-declares ``batch_size: int`` keeps its parent's
     bound. Hints that cannot be evaluated are left out."""
@@ -264,14 +244,14 @@ def _init_hints(target: str) -> tuple[dict[str, Any], dict[str, Range]]:
     else:
         fns = [obj]
     hints: dict[str, Any] = {}
-    ranges: dict[str, Range] = {}
+    rules: dict[str, Rule] = {}
     for fn in fns:
         for name, hint in _hints_of(fn).items():
             hints[name] = hint
-            found = _range_of(hint)
+            found = _rule_of(hint)
             if found is not None:
-                ranges[name] = found
-    return hints, ranges
+                rules[name] = found
+    return hints, rules
 
 
 def _hints_of(fn: Any) -> dict[str, Any]:
@@ -297,7 +277,7 @@ def check_types(node: DictConfig, prefix: str) -> None:
     """``data.batch_size=abc`` fails here, naming the key and the type it needs, instead of
     as a TypeError deep inside a constructor (or not at all) once the data is loaded."""
     target = node.get("_target_")
-    hints, ranges = _init_hints(target) if target else ({}, {})
+    hints, rules = _init_hints(target) if target else ({}, {})
     if target and node.get("_partial_"):
         check_partial(node, prefix, target)
     for key in node:
@@ -313,15 +293,15 @@ def check_types(node: DictConfig, prefix: str) -> None:
         plain = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
         leaves = _hint_leaves(hints[key]) if key in hints else None
         if leaves is not None and not _accepts(leaves, plain):
-            wanted = _describe(leaves)
+            wanted = _describe(leaves) + _did_you_mean(leaves, plain)
             raise ConfigError(
                 f"{prefix}.{key}={plain!r} ({type(plain).__name__}): {target} needs {wanted} "
                 f"there. Fix the value on the command line or in the config file."
             )
-        bounds = ranges.get(key)
-        if bounds is None and str(target).startswith("torch.optim."):
-            bounds = OPTIMIZER_RANGES.get(str(key))
-        check_range(f"{prefix}.{key}", plain, bounds)
+        rule = rules.get(key)
+        if rule is None and str(target).startswith("torch.optim."):
+            rule = OPTIMIZER_RANGES.get(str(key))
+        check_rule(f"{prefix}.{key}", plain, rule)
 
 
 def check_partial(node: DictConfig, prefix: str, target: str) -> None:
@@ -345,32 +325,34 @@ def check_partial(node: DictConfig, prefix: str, target: str) -> None:
         )
 
 
-def _range_of(hint: Any) -> Range | None:
-    """The ``Range`` in an ``Annotated[...]`` hint (also inside ``Optional``), if any."""
+def _rule_of(hint: Any) -> Rule | None:
+    """The rule in an ``Annotated[...]`` hint (also inside ``Optional``), if any."""
     if typing.get_origin(hint) is typing.Annotated:
-        return next((m for m in hint.__metadata__ if isinstance(m, Range)), None)
+        return next((m for m in hint.__metadata__ if isinstance(m, Rule)), None)
     for arg in (
         typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else ()
     ):
-        found = _range_of(arg)
+        found = _rule_of(arg)
         if found is not None:
             return found
     return None
 
 
-def check_range(key: str, value: Any, bounds: Range | None) -> None:
-    """``key=value`` out of ``bounds`` -> one ``ConfigError``; None, booleans and non-numbers
-    pass (their type is checked elsewhere)."""
-    if bounds is None:
+def check_rule(key: str, value: Any, rule: Rule | None) -> None:
+    """``key=value`` refused by ``rule`` -> one ``ConfigError``. None passes (the hint says
+    whether it may be null). A ``Range`` judges numbers only, each of a list (``betas``): the
+    hint has judged the type already."""
+    if rule is None or value is None:
         return
-    numbers = value if isinstance(value, (list, tuple)) else [value]
-    for number in numbers:
-        if isinstance(number, bool) or not isinstance(number, (int, float)):
-            continue
-        problem = bounds.violation(number)
+    values = [value]
+    if isinstance(rule, Range):
+        values = value if isinstance(value, (list, tuple)) else [value]
+        values = [v for v in values if is_number(v)]
+    for one in values:
+        problem = rule.violation(one)
         if problem is not None:
             raise ConfigError(
-                f"{key}={value} {problem}: fix the value on the command line or in the config file."
+                f"{key}={value!r} {problem}: fix the value on the command line or in the config file."
             )
 
 

@@ -26,7 +26,8 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +48,6 @@ NET_SIZES = (28, 32, 64, 128, 256)  # sizes genlab.nets.conv builds
 
 class BadImage(Exception):
     """A file that cannot be used as an image; the message is the reason."""
-
-
-def _too_large(error: Image.DecompressionBombError) -> BadImage:
-    # PIL refuses images above 2 x Image.MAX_IMAGE_PIXELS before decoding them: one such file
-    # would otherwise need gigabytes of memory, so it is skipped like any other unusable file.
-    return BadImage(f"too large to decode ({error})")
 
 
 def _not_a_folder(root: Path) -> DataError:
@@ -128,9 +123,23 @@ def infer_image_size(root: str | Path, sample: int = 200) -> int:
     return max([s for s in NET_SIZES if s <= median], default=NET_SIZES[0])
 
 
-def _reject_empty(path: Path) -> None:
+@contextmanager
+def _pil_reading(path: Path, damaged: str) -> Iterator[None]:
+    """Around PIL's reading of ``path``: each way PIL refuses a file becomes a ``BadImage``
+    saying why; ``damaged`` names the state of a file PIL recognised but could not read."""
     if path.stat().st_size == 0:
         raise BadImage("empty file (0 bytes)")
+    try:
+        yield
+    except UnidentifiedImageError:
+        raise BadImage("not an image PIL can read") from None
+    except Image.DecompressionBombError as e:
+        # PIL refuses images above 2 x Image.MAX_IMAGE_PIXELS before decoding them: one such
+        # file would otherwise need gigabytes of memory, so it is skipped like any other.
+        raise BadImage(f"too large to decode ({e})") from None
+    # A damaged header can also raise ValueError or SyntaxError (e.g. "Truncated IHDR chunk").
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BadImage(f"{damaged} ({e})") from None
 
 
 def _reject_small(size: tuple[int, int], min_size: int) -> None:
@@ -141,34 +150,17 @@ def _reject_small(size: tuple[int, int], min_size: int) -> None:
 def check_header(path: Path, min_size: int = 8) -> None:
     """The cheap checks, from the header without decoding pixels: raise ``BadImage`` if the
     file is empty, not an image, unreadable or too small."""
-    _reject_empty(path)
-    try:
-        with Image.open(path) as img:
-            size = img.size
-    except UnidentifiedImageError:
-        raise BadImage("not an image PIL can read") from None
-    except Image.DecompressionBombError as e:
-        raise _too_large(e) from None
-    # A damaged header can also raise ValueError or SyntaxError (e.g. "Truncated IHDR chunk").
-    except (OSError, SyntaxError, ValueError) as e:
-        raise BadImage(f"unreadable ({e})") from None
+    with _pil_reading(path, "unreadable"), Image.open(path) as img:
+        size = img.size
     _reject_small(size, min_size)
 
 
 def open_image(path: Path, channels: int, min_size: int = 8) -> Image.Image:
     """Decode ``path`` to an L or RGB PIL image, or raise ``BadImage`` saying why not."""
-    _reject_empty(path)
-    try:
-        with Image.open(path) as img:
-            img.seek(0)  # first frame of animations
-            img.load()  # full decode: catches truncated files that open() accepts
-            img = ImageOps.exif_transpose(img)
-    except UnidentifiedImageError:
-        raise BadImage("not an image PIL can read") from None
-    except Image.DecompressionBombError as e:
-        raise _too_large(e) from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise BadImage(f"corrupt or truncated ({e})") from None
+    with _pil_reading(path, "corrupt or truncated"), Image.open(path) as img:
+        img.seek(0)  # first frame of animations
+        img.load()  # full decode: catches truncated files that open() accepts
+        img = ImageOps.exif_transpose(img)
     _reject_small(img.size, min_size)
     if img.mode == "P":
         img = img.convert("RGBA")
@@ -305,22 +297,17 @@ class ImageFolderDataModule(SplitDataModule):
             persistent_workers,
             samples_per_epoch,
             poisson_sampling=poisson_sampling,
+            train_fraction=train_fraction,
         )
         if channels not in (1, 3):
             raise ConfigError(f"data.channels={channels} must be 1 (grey) or 3 (RGB).")
-        if not 0.0 < train_fraction <= 1.0:
-            raise ConfigError(f"data.train_fraction={train_fraction} must be in (0, 1].")
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={val_fraction} must be in (0, 1).")
         if cache and not cache_dir:
             raise ConfigError("data.cache=true needs data.cache_dir (default ${paths.cache_dir}).")
         self.path, self.image_size, self.channels = Path(path).expanduser(), image_size, channels
         require_images(self.path, file_list)  # fail at start-up, not after the trainer is built
-        self.val_fraction, self.train_fraction, self.split_seed = (
-            val_fraction,
-            train_fraction,
-            split_seed,
-        )
+        self.val_fraction, self.split_seed = val_fraction, split_seed
         self.augment = build_augmentation(augment, image_size)  # checks names at start-up
         self.file_list, self.cache, self.cache_dir = file_list, cache, cache_dir
         self.min_size, self.report_dir = min_size, report_dir

@@ -17,7 +17,6 @@ it and the fix.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import math
 import os
@@ -33,11 +32,12 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision import datasets
 
-from genlab.config.validation import AT_LEAST_ONE
+from genlab.config.rules import AT_LEAST_ONE
 from genlab.data.splits import MIN_VAL_IMAGES, SplitDataModule
 from genlab.data.transforms import build_augmentation
 from genlab.errors import ConfigError, DataError
 from genlab.utils.atomic import atomic_path
+from genlab.utils.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 # config name -> torchvision class (its name is also the folder under data_dir)
@@ -94,14 +94,6 @@ def raw_file_names(dataset_cls: type[datasets.MNIST]) -> list[str]:
     return [os.path.splitext(os.path.basename(url))[0] for url, _ in dataset_cls.resources]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_checksums(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
@@ -143,7 +135,7 @@ def _raw_problem(path: Path, digest: str | None) -> str | None:
     """What is wrong with a decompressed file (``None``: sound). The SHA-256 decides when the
     sums file lists it; else the IDX layout, which catches truncation."""
     if digest is not None:
-        return None if _sha256(path) == digest else f"SHA-256 mismatch with {SUMS_FILE}"
+        return None if file_sha256(path) == digest else f"SHA-256 mismatch with {SUMS_FILE}"
     return _idx_problem(path)
 
 
@@ -312,18 +304,17 @@ class MNISTDataModule(SplitDataModule):
             samples_per_epoch,
             on_device,
             poisson_sampling,
+            train_fraction=train_fraction,
         )
         if dataset not in DATASETS and dataset not in ARRAY_DATASETS:
             raise ConfigError(
                 f"data.dataset={dataset!r} is unknown: choose one of "
                 f"{sorted([*DATASETS, *ARRAY_DATASETS])}."
             )
-        if not 0.0 < train_fraction <= 1.0:
-            raise ConfigError(f"data.train_fraction={train_fraction} must be in (0, 1].")
         if channels not in (1, 3):
             raise ConfigError(f"data.channels={channels} must be 1 or 3 (grey is repeated).")
         self.data_dir, self.dataset = data_dir, dataset
-        self.train_fraction, self.val_size, self.split_seed = train_fraction, val_size, split_seed
+        self.val_size, self.split_seed = val_size, split_seed
         self.image_size, self.channels = image_size, channels
         self.download, self.binarize = download, binarize
         # true: the classic +-2 px shifts (fast path); a list: genlab.data.transforms names.

@@ -8,7 +8,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from genlab.config.validation import AT_LEAST_ONE, NON_NEGATIVE
+from genlab.config.rules import AT_LEAST_ONE, FRACTION, NON_NEGATIVE
+from genlab.config.validation import check_rule
 from genlab.data.device_batches import DeviceBatches
 from genlab.data.loader import ResumableLoader
 from genlab.errors import ConfigError, DataError
@@ -35,8 +36,12 @@ class SplitDataModule(pl.LightningDataModule):
         samples_per_epoch: Annotated[int, AT_LEAST_ONE] | None = None,
         on_device: bool = False,
         poisson_sampling: bool = False,
+        *,
+        train_fraction: Annotated[float, FRACTION] = 1.0,
     ) -> None:
         super().__init__()
+        # Also checked here, not only at start-up: a data module built in Python skips that.
+        check_rule("data.train_fraction", train_fraction, FRACTION)
         if poisson_sampling and on_device:
             raise ConfigError(
                 "data.poisson_sampling=true (differentially private training) needs the "
@@ -54,6 +59,8 @@ class SplitDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.samples_per_epoch = samples_per_epoch
         self.on_device, self.poisson_sampling = on_device, poisson_sampling
+        # The seeded share of the training split a subclass keeps in setup.
+        self.train_fraction = train_fraction
         self.train_set = self.val_set = self.test_set = None
 
     def check_validation_split(self, where: str, fix: str) -> None:

@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 class ResumableCSVLogger(Logger):
     """Writes ``<save_dir>/<name>/<version>/metrics.csv`` and ``hparams.yaml``.
 
-    ``append`` (set by ``train.py`` when it resumes from a checkpoint) keeps the rows of the
-    run it continues, so ``python train.py resume=<run dir>`` leaves one file with the whole
-    run. A fresh run in a used directory starts a new file.
+    ``append`` (set by ``adapters.CSVAdapter`` when the run resumes from a checkpoint) keeps
+    the rows of the run it continues, so ``python train.py resume=<run dir>`` leaves one file
+    with the whole run. A fresh run in a used directory starts a new file.
 
     On resume the rows of the batches the resumed run trains again are dropped at its first
     write: those whose step is at or after the checkpoint's (``continue_from_step``, called by

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +82,19 @@ def _netrc_key(host: str) -> str | None:
     return None
 
 
-def offline_logger_config(logger_cfg: DictConfig | None) -> DictConfig | None:
-    """The ``logger`` group to build: as given, or, for ``logger=wandb`` online without
-    credentials or network, a copy that logs offline (one warning) rather than hang at a login
-    prompt or crash the run. ``wandb sync`` uploads it later. ``logger_cfg`` is not changed."""
-    wandb_cfg = (logger_cfg or {}).get("wandb")
-    if not wandb_cfg or wandb_cfg.get("mode", "online") != "online":
-        return logger_cfg
+def offline_overrides(wandb_cfg: DictConfig) -> dict[str, str]:
+    """``{"mode": "offline"}`` (with one warning) when ``wandb_cfg`` asks for an online run that
+    could not start here (no credentials or network): logging offline beats hanging at a login
+    prompt or crashing the run, and ``wandb sync`` uploads it later. Else ``{}``. Arguments for
+    the logger being built; ``wandb_cfg`` is not changed."""
+    if wandb_cfg.get("mode", "online") != "online":
+        return {}
     reason = wandb_offline_reason(wandb_cfg)
     if reason is None:
-        return logger_cfg
+        return {}
     log.warning(
         "W&B: %s; logging offline instead. Upload later with: wandb sync %s/wandb/offline-run-*",
         reason,
         wandb_cfg.get("save_dir", "<run dir>"),
     )
-    adapted = OmegaConf.merge(logger_cfg, {"wandb": {"mode": "offline"}})
-    assert isinstance(adapted, DictConfig)
-    return adapted
+    return {"mode": "offline"}

@@ -12,7 +12,6 @@ and class coverage read the extractor's *logits*. Two extractors:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.errors import CheckpointError, ConfigError, GenlabError
+from genlab.utils.hashing import file_sha256
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 MNIST_CLASSIFIER_WEIGHTS = WEIGHTS_DIR / "mnist_classifier.pt"
@@ -47,7 +47,7 @@ def quantize(images: Tensor) -> Tensor:
 
 
 def file_digest(path: Path, length: int = 12) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:length]
+    return file_sha256(path)[:length]
 
 
 class FeatureExtractor(nn.Module):
@@ -119,9 +119,9 @@ class MNISTClassifierFeatures(FeatureExtractor):
                 f"`python scripts/train_mnist_classifier.py`."
             )
         self.net = MNISTClassifier()
-        checkpoint = _load_classifier(self.net, path, shipped=not weights)
+        saved = _load_classifier(self.net, path, shipped=not weights)  # not a Lightning .ckpt
         self.net.eval().requires_grad_(False)
-        self.test_accuracy = float(checkpoint.get("test_accuracy", float("nan")))
+        self.test_accuracy = float(saved.get("test_accuracy", float("nan")))
         self.identity = f"{self.name}-{file_digest(path)}"
         self.num_features, self.num_classes = MNISTClassifier.num_features, 10
 

@@ -20,9 +20,8 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from genlab.errors import DataError
 from genlab.metrics.distances import SPARE_CANDIDATES, exact_distances, nearest_k, shortlist
+from genlab.metrics.names import SAMPLE_METRICS
 
-# Metric names accepted by `score` (and eval.py's `metrics=[...]`).
-SAMPLE_METRICS = ("fid", "kid", "is", "pr", "coverage")
 IS_SPLITS = 10  # Inception Score: mean/std over this many splits of the samples
 PR_K = 3  # precision/recall: the k-th nearest neighbour sets each manifold ball's radius
 

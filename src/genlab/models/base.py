@@ -1,9 +1,14 @@
-"""The base class of genlab's models: what every model shares, and the contract it fulfils.
+"""The base class of genlab's models: helpers a model calls, and what it declares.
 
 A model is a LightningModule that optimises manually and provides what docs/models.md lists
-(the contract). ``GenerativeModel`` implements the shared part; a family (GAN, VAE, a
-researcher's own) adds its nets, ``generate`` (or ``sample``), the training and evaluation
-steps, and declares what it supports:
+(the contract). ``GenerativeModel`` holds the shared helpers (``noise``, ``sample`` on
+``generate``, ``backward_and_step``, ``check_finite``, ``logging_step``, ``log_latest``,
+``evaluation_rng``) and overrides no Lightning hook: the framework behaviour (scheduler
+stepping, gradient clipping, per-rank noise, ``compile``/``channels_last``, ``log_latest``
+persistence, the stop before a batch) lives in ``genlab.callbacks.framework``, which ``train``
+installs in every run. A subclass may override any hook; ``super()`` is needed in ``__init__``
+only. A family (GAN, VAE, a researcher's own) adds its nets, ``generate`` (or ``sample``), the
+training and evaluation steps, and declares what it supports:
 
 - ``monitor`` / ``monitor_mode``: the metric checkpoints, sweeps and ``test`` on best read
   (class defaults; the config may override them);
@@ -12,22 +17,24 @@ steps, and declares what it supports:
 - ``model_metrics``: the metrics its ``test_step`` computes that ``eval.py metrics=[...]`` may
   ask for (``prepare_test`` hears which ones are wanted);
 - ``private_nets()`` (optional): the nets that see real images, for ``privacy.enabled=true``;
-  ``check_private_training()`` refuses its own settings DP-SGD cannot honour.
+  ``check_private_training()`` refuses its own settings DP-SGD cannot honour;
+- the settings the framework callbacks read: ``gradient_clip_val``, ``compile_nets``,
+  ``channels_last`` (with ``compilable(net)``) and ``latest_metrics``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 
-from genlab.checkpoints.keys import LATEST_METRICS_KEY
-from genlab.checkpoints.load import last_good_checkpoint
-from genlab.config.validation import AT_LEAST_ONE
-from genlab.errors import ConfigError, DivergenceError
+from genlab.checkpoints.load import last_good_checkpoint, load_model
+from genlab.config.rules import AT_LEAST_ONE
+from genlab.errors import CheckpointError, ConfigError, DivergenceError
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -41,6 +48,16 @@ def refused_with_privacy(setting: str, value: Any, fix: str) -> ConfigError:
     )
 
 
+def is_logging_step(trainer: pl.Trainer | None, batch_idx: int) -> bool:
+    """Whether training batch ``batch_idx`` is one a logger records: every
+    ``trainer.log_every_n_steps``-th batch of the run, and an epoch's last (no trainer: all)."""
+    if trainer is None or batch_idx + 1 >= trainer.num_training_batches:
+        return True
+    # Loggers record every log_every_n_steps-th batch of the run (manual optimisation).
+    batches = trainer.current_epoch * trainer.num_training_batches + batch_idx + 1
+    return batches % trainer.log_every_n_steps == 0
+
+
 class GenerativeModel(pl.LightningModule):
     """Base LightningModule for generative image models.
 
@@ -51,7 +68,7 @@ class GenerativeModel(pl.LightningModule):
     ``zero_grad``/``backward``/``step`` in sight.
 
     The constructor's arguments are keyword-only; a subclass takes its own and passes the rest
-    on with ``**base``.
+    on with ``**base``. The class overrides no Lightning hook: override any of them freely.
     """
 
     monitor: str = "val/loss"  # class defaults, overridden per family and by the config
@@ -82,10 +99,39 @@ class GenerativeModel(pl.LightningModule):
         self.automatic_optimization = False
         self.latent_dim = latent_dim
         self.scheduler_factory = scheduler
+        # Read by genlab.callbacks.framework (clipping, speed, latest_metrics).
         self.gradient_clip_val = gradient_clip_val
         self.compile_nets, self.channels_last = compile, channels_last
-        self._nets_configured = False
-        self._latest: dict[str, torch.Tensor] = {}  # see log_latest
+        self.latest_metrics: dict[str, torch.Tensor] = {}  # see log_latest
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: str | torch.device | None = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        *,
+        trust: bool = False,
+        **kwargs: Any,
+    ) -> GenerativeModel:
+        """``GAN.load_from_checkpoint(path)``: the model a genlab checkpoint holds, built from
+        its stored config after the trust check of ``genlab.load_model`` (docs/security.md),
+        in eval mode. It must be an instance of this class."""
+        if hparams_file is not None or strict is not None or kwargs:
+            raise ConfigError(
+                f"{cls.__name__}.load_from_checkpoint takes a path, map_location and trust only "
+                "(genlab models are rebuilt from the run's stored config): call "
+                "genlab.load_model(path) and change the model afterwards."
+            )
+        model, _ = load_model(checkpoint_path, map_location or "cpu", trust=trust)
+        if not isinstance(model, cls):
+            raise CheckpointError(
+                f"{checkpoint_path} holds a {type(model).__qualname__}, not a {cls.__name__}: "
+                f"load it with genlab.load_model(path) or {type(model).__name__}"
+                ".load_from_checkpoint(path)."
+            )
+        return model
 
     # --- what the model declares --------------------------------------------------------------
     def prepare_test(self, metrics: Sequence[str], nll_samples: int) -> None:
@@ -127,22 +173,7 @@ class GenerativeModel(pl.LightningModule):
         """``n`` images in [0, 1]; the same ``generator`` seed gives the same images."""
         return self.generate(self.noise(n, generator)).clamp(0, 1)
 
-    # --- speed options ------------------------------------------------------------------------
-    def configure_model(self) -> None:
-        """``compile`` / ``channels_last`` act on each net (G, D, encoder, ...), never on the
-        LightningModule: ``toggle_optimizer`` flips ``requires_grad`` on the module's parameters
-        twice per step, which would invalidate a graph of the whole training step. In-place
-        ``nn.Module.compile`` keeps the state-dict keys, so checkpoints load either way."""
-        if self._nets_configured:  # Lightning calls this again for test/validate
-            return
-        self._nets_configured = True
-        for net in self.children():
-            if self.channels_last:  # NHWC: faster convolutions on tensor cores and oneDNN.
-                # Batches need no conversion: a conv with NHWC weights returns NHWC outputs.
-                net.to(memory_format=torch.channels_last)
-            if self.compile_nets and self.compilable(net):
-                net.compile()
-
+    # --- speed options (applied by genlab.callbacks.framework.speed) -------------------------
     def compilable(self, net: torch.nn.Module) -> bool:
         """Whether ``compile`` may compile ``net``; a model says no for a net it differentiates
         twice (torch.compile has no double backward), which then runs eagerly."""
@@ -163,6 +194,8 @@ class GenerativeModel(pl.LightningModule):
 
     # --- optimisation helpers -----------------------------------------------------------------
     def _with_schedulers(self, optimizers: list[torch.optim.Optimizer]) -> list[dict]:
+        """``configure_optimizers``' answer: each optimizer with the configured scheduler,
+        stepped once per epoch by genlab.callbacks.framework.schedulers."""
         configs = []
         for opt in optimizers:
             config: dict = {"optimizer": opt}
@@ -170,31 +203,6 @@ class GenerativeModel(pl.LightningModule):
                 config["lr_scheduler"] = {"scheduler": self.scheduler_factory(opt)}
             configs.append(config)
         return configs
-
-    def on_train_start(self) -> None:
-        # Every DDP rank was seeded alike; give each its own noise stream, or all ranks would
-        # draw the same latents and extra GPUs would not enlarge the fake batch.
-        if self.trainer.world_size > 1:
-            torch.manual_seed(torch.initial_seed() + self.global_rank)
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        # A callback's stop request (e.g. a spent privacy budget) takes effect before this
-        # batch: -1 ends the epoch (trainer.should_stop alone waits for min_epochs).
-        return -1 if self.trainer.should_stop else None
-
-    def on_train_epoch_end(self) -> None:
-        # Manual optimisation: Lightning does not step schedulers for us. They step once per
-        # epoch (so per-step schedules such as OneCycleLR do not fit here).
-        schedulers = self.lr_schedulers()
-        if schedulers is None:
-            return
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                value = self.trainer.callback_metrics.get(self.monitor)
-                if value is not None:  # no validation this epoch: nothing to react to
-                    scheduler.step(value)
-            else:
-                scheduler.step()
 
     def attached_trainer(self) -> pl.Trainer | None:
         """The trainer running this model, or None (a model used on its own)."""
@@ -207,48 +215,26 @@ class GenerativeModel(pl.LightningModule):
         """Log per-step training metrics on this batch? Only on the batches a logger records
         (every ``trainer.log_every_n_steps``) and on an epoch's last: each ``self.log`` costs
         ~1 ms of Python, more than a small net's whole step on a GPU."""
-        trainer = self.attached_trainer()
-        if trainer is None or batch_idx + 1 >= trainer.num_training_batches:
-            return True
-        # Loggers record every log_every_n_steps-th batch of the run (manual optimisation).
-        batches = trainer.current_epoch * trainer.num_training_batches + batch_idx + 1
-        return batches % trainer.log_every_n_steps == 0
+        return is_logging_step(self.attached_trainer(), batch_idx)
 
     def log_latest(self, name: str, value: torch.Tensor) -> None:
         """Log a training metric computed on only some batches (a lazy penalty, one batch in
-        16): its latest value is logged on every logging step and saved in checkpoints.
+        16): its latest value is logged on every logging step and saved in checkpoints (by
+        ``genlab.callbacks.framework.latest_metrics``).
 
         Logged directly, such a metric would go stale: Lightning re-logs a step metric's last
         value at every later logging step of the epoch, and a run resumed mid-epoch lacks
         that value, so its metrics CSV would differ from an uninterrupted run's."""
-        self._latest[name] = value.detach()
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._latest and self.logging_step(batch_idx):
-            for name, value in self._latest.items():
-                self.log(name, value)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._latest:
-            checkpoint[LATEST_METRICS_KEY] = {k: v.cpu() for k, v in self._latest.items()}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get(LATEST_METRICS_KEY, {})
-        self._latest = {k: v.to(self.device) for k, v in saved.items()}
+        self.latest_metrics[name] = value.detach()
 
     def backward_and_step(self, loss: torch.Tensor, optimizer: Any, name: str) -> None:
-        """zero_grad -> backward -> step (clipping in between, see below), after refusing a
-        non-finite loss."""
+        """zero_grad -> backward -> step, after refusing a non-finite loss. ``name`` names the
+        loss in that refusal only (nothing is logged). Gradients are clipped inside
+        ``optimizer.step()`` at ``gradient_clip_val`` (genlab.callbacks.framework.clipping)."""
         self.check_finite(loss, name)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()
-
-    def on_before_optimizer_step(self, optimizer: Any) -> None:
-        # Clip here, inside optimizer.step(): under 16-mixed the precision plugin unscales the
-        # gradients just before this hook, so clipping earlier would clip the scaled norm.
-        if self.gradient_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val)
 
     def check_finite(self, loss: torch.Tensor, name: str) -> None:
         """Stop with advice on a NaN/Inf loss, before it reaches the weights."""

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as add_spectral_norm
 
-from genlab.config.validation import AT_LEAST_ONE, DECAY, NON_NEGATIVE, Range
+from genlab.config.rules import AT_LEAST_ONE, DECAY, NON_NEGATIVE, Range
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, OptimizerFactory, refused_with_privacy
 from genlab.models.diffaugment import check_policy, diff_augment

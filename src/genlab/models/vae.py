@@ -32,7 +32,7 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-from genlab.config.validation import NON_NEGATIVE, POSITIVE
+from genlab.config.rules import NON_NEGATIVE, POSITIVE
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, OptimizerFactory, refused_with_privacy
 from genlab.models.losses import (

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.config.validation import NON_NEGATIVE
+from genlab.config.rules import NON_NEGATIVE
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, OptimizerFactory
 from genlab.models.losses import gaussian_kl, nonsaturating_d_loss, nonsaturating_g_loss

@@ -20,8 +20,12 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from genlab.config.validation import AT_LEAST_ONE
+from genlab.config.rules import AT_LEAST_ONE, OneOf
+from genlab.config.validation import check_rule
 from genlab.errors import ConfigError
+
+NORM = OneOf("batch", "layer", "none")
+UPSAMPLE = OneOf("transposed", "nearest")
 
 
 def _stages(image_size: int) -> tuple[int, int]:
@@ -59,13 +63,12 @@ class MinibatchStd(nn.Module):
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
+    check_rule("norm", kind, NORM)  # a net built in Python; a config's is checked at start-up
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "layer":  # per-sample statistics: what a gradient-penalised critic needs
         return nn.GroupNorm(1, channels)
-    if kind == "none":
-        return nn.Identity()
-    raise ConfigError(f"norm={kind!r} is not supported: choose 'batch', 'layer' or 'none'.")
+    return nn.Identity()
 
 
 def _refine(
@@ -96,15 +99,14 @@ class ConvDecoder(nn.Module):
         channels: int = 1,
         image_size: int = 28,
         width: Annotated[int, AT_LEAST_ONE] = 64,
-        norm: str = "batch",
+        norm: Annotated[str, NORM] = "batch",
         out_activation: str | None = "tanh",
-        upsample: str = "transposed",
+        upsample: Annotated[str, UPSAMPLE] = "transposed",
         convs_per_stage: Annotated[int, AT_LEAST_ONE] = 1,
     ) -> None:
         super().__init__()
         base, n = _stages(image_size)
-        if upsample not in ("transposed", "nearest"):
-            raise ConfigError(f"upsample={upsample!r}: choose 'transposed' or 'nearest'.")
+        check_rule("upsample", upsample, UPSAMPLE)
         self.latent_dim = latent_dim
         ch = width * 2 ** (n - 1)
         self.project = nn.Sequential(
@@ -156,7 +158,7 @@ class ConvEncoder(nn.Module):
         channels: int = 1,
         image_size: int = 28,
         width: Annotated[int, AT_LEAST_ONE] = 64,
-        norm: str = "batch",
+        norm: Annotated[str, NORM] = "batch",
         negative_slope: float = 0.2,
         minibatch_std: bool = False,
         convs_per_stage: Annotated[int, AT_LEAST_ONE] = 1,

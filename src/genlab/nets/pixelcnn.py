@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.config.validation import AT_LEAST_ONE, NON_NEGATIVE
+from genlab.config.rules import AT_LEAST_ONE, NON_NEGATIVE
 from genlab.errors import ConfigError
-from genlab.nets.conv import ConvDecoder
+from genlab.nets.conv import NORM, ConvDecoder
 
 
 class PixelCNNDecoder(nn.Module):
@@ -55,7 +55,7 @@ class PixelCNNDecoder(nn.Module):
         channels: int = 1,
         image_size: int = 28,
         width: Annotated[int, AT_LEAST_ONE] = 64,
-        norm: str = "batch",
+        norm: Annotated[str, NORM] = "batch",
         hidden: Annotated[int, AT_LEAST_ONE] = 8,
         kernel: Annotated[int, AT_LEAST_ONE] = 7,
         layers: Annotated[int, NON_NEGATIVE] = 1,

@@ -10,7 +10,7 @@ The pieces, each in its own file of this package:
 - ``progress``: counts finished training batches (a callback) and tells the loader;
 - ``rng``: the global RNG states in every checkpoint;
 - ``interrupt``: SIGTERM / Ctrl-C write ``last.ckpt`` after the batch in flight;
-- ``stored_config``: the run's config (and W&B run id) in every checkpoint;
+- ``stored_config``: the run's config in every checkpoint (the W&B run id: ``genlab.loggers``);
 - ``checkpoint``: atomic checkpoint writes, reading checkpoints back;
 - ``command``: ``resume=<run dir>``, the stored config plus the command's overrides.
 

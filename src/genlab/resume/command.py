@@ -22,13 +22,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from genlab.checkpoints.keys import CONFIG_FILE_KEY, CONFIG_KEY, config_file_sha256
+from genlab.checkpoints.keys import CONFIG_FILE_KEY, CONFIG_KEY
 from genlab.checkpoints.load import read_checkpoint
 from genlab.checkpoints.moved import renamed_targets
 from genlab.checkpoints.trust import check_stored_config, foreign_paths
 from genlab.errors import ConfigError
 from genlab.resume.run_dir import check_writable
 from genlab.utils.atomic import atomic_path
+from genlab.utils.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ def warn_if_config_edited(run_dir: Path, checkpoint: dict) -> None:
     path = run_dir / ".hydra" / "config.yaml"
     if not recorded or not path.is_file():
         return
-    if config_file_sha256(path) != recorded:
+    if file_sha256(path) != recorded:
         log.warning(
             "%s was changed after the run started; a resumed run takes its config from "
             "checkpoints/last.ckpt and ignores that file. Change settings on the resume "

@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-RNG_KEY = "rng_states"
+from genlab.checkpoints.keys import RNG_KEY
 
 
 def capture_rng_states() -> dict[str, Any]:

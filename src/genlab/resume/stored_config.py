@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.loggers import WandbLogger
 
-from genlab.checkpoints.keys import CONFIG_FILE_KEY, CONFIG_KEY, WANDB_ID_KEY
+from genlab.checkpoints.keys import CONFIG_FILE_KEY, CONFIG_KEY
 
 
 class StoreConfigInCheckpoint(pl.Callback):
-    """Makes checkpoints self-describing: ``sample.py ckpt_path=...`` needs nothing else, and
-    ``train.py ckpt_path=...`` continues the same W&B run."""
+    """Makes checkpoints self-describing: ``sample.py ckpt_path=...`` needs nothing else. (The
+    loggers' run ids, which ``train.py ckpt_path=...`` continues, are stored by
+    ``genlab.loggers.run.ResumeIdsInCheckpoint``.)"""
 
     def __init__(self, config: dict, config_file_sha256: str | None = None) -> None:
         self.config = config
@@ -24,6 +24,3 @@ class StoreConfigInCheckpoint(pl.Callback):
         checkpoint[CONFIG_KEY] = self.config
         if self.config_file_sha256:
             checkpoint[CONFIG_FILE_KEY] = self.config_file_sha256
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                checkpoint[WANDB_ID_KEY] = logger.version
