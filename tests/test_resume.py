@@ -207,7 +207,7 @@ def test_checkpoint_writes_are_atomic(tmp_path: Path, monkeypatch) -> None:
     """A kill while last.ckpt is rewritten leaves the previous last.ckpt whole."""
     from io import FileIO
 
-    import genlab.checkpoints.load as checkpoint_module
+    import genlab.checkpoints.io as checkpoint_module
     from genlab.checkpoints.io import AtomicCheckpointIO
 
     io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"

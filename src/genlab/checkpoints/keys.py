@@ -49,6 +49,9 @@ LIGHTNING_KEYS = frozenset(
 )
 
 KEYS: dict[str, CheckpointKey] = {}
+_STORED_CONFIG = "genlab.resume.stored_config"
+_CSV = "genlab.loggers.metrics_csv"
+_FRAMEWORK = "genlab.callbacks.framework."
 
 
 def register(name: str, owner: str, holds: str) -> str:
@@ -59,44 +62,35 @@ def register(name: str, owner: str, holds: str) -> str:
     return name
 
 
+# Each line: the key, the module that writes it, what it holds (docs/security.md shows them).
 # sample.py, eval.py and resume=<run> rebuild the run from it.
-CONFIG_KEY = register(
-    "genlab_config", "genlab.resume.stored_config", "the run's resolved config (a dict)"
-)
+CONFIG_KEY = register("genlab_config", _STORED_CONFIG, "the run's resolved config (a dict)")
 # A resume warns about hand edits of .hydra/config.yaml made since the run started.
 CONFIG_FILE_KEY = register(
     "genlab_config_file_sha256",
-    "genlab.resume.stored_config",
-    "SHA256 of the run's .hydra/config.yaml as it started",
+    _STORED_CONFIG,
+    "SHA256 of .hydra/config.yaml at the start",
 )
 # So a resume continues the same W&B run.
 WANDB_ID_KEY = register("wandb_run_id", "genlab.loggers", "the W&B run id")
 # So a resumed run's metrics.csv and monitor equal an uninterrupted run's.
-STEP_KEY = register(
-    "genlab_step", "genlab.loggers.metrics_csv", "the training batches metrics.csv has rows for"
-)
-METRICS_KEY = register(
-    "genlab_callback_metrics", "genlab.loggers.metrics_csv", "the callback metrics at the save"
-)
+STEP_KEY = register("genlab_step", _CSV, "the training batches metrics.csv has rows for")
+METRICS_KEY = register("genlab_callback_metrics", _CSV, "the callback metrics at the save")
 # Saved just before a validation that a stop interrupted: the resume repeats it.
 VALIDATION_PENDING_KEY = register(
     "genlab_validation_pending",
     "genlab.resume.progress",
-    "true when a stop interrupted a validation, which the resume repeats",
+    "true when a stopped validation is due",
 )
 # Metrics a model computes on only some batches (log_latest) keep their latest value.
 LATEST_METRICS_KEY = register(
     "genlab_latest_metrics",
-    "genlab.callbacks.framework.latest_metrics",
-    "the latest value of each metric logged with log_latest",
+    _FRAMEWORK + "latest_metrics",
+    "latest values of log_latest metrics",
 )
 # Python, NumPy, torch (and CUDA) generators: a resumed run draws the same noise.
 RNG_KEY = register("rng_states", "genlab.resume.rng", "the global RNG states")
 # The privacy accountant's history: the budget spent travels with the weights.
-PRIVACY_KEY = register(
-    "privacy", "genlab.privacy", "the DP accountant's history and the epsilon spent"
-)
+PRIVACY_KEY = register("privacy", "genlab.privacy", "the DP accountant's history, epsilon spent")
 # Marks a slim export of pretrained/ (weights, config and this entry only).
-PRETRAINED_KEY = register(
-    "genlab_pretrained", "scripts.export_pretrained", "the name of a pretrained/ export"
-)
+PRETRAINED_KEY = register("genlab_pretrained", "scripts.export_pretrained", "a pretrained/ name")

@@ -155,9 +155,9 @@ class DifferentialPrivacy(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        # Stop before a batch whose private step the budget cannot pay: a genlab model then
-        # ends the epoch here. Any other model still runs the batch, and the DP optimizer
-        # refuses its private step.
+        # Stop before a batch whose private step the budget cannot pay: the framework's
+        # StopBeforeBatch ends the epoch here, for any model train.py runs; where it is not
+        # installed (a hand-built Trainer), the DP optimizer still refuses the private step.
         if self.budget.reached() and self.budget.over_budget_action():
             trainer.should_stop = True
 
