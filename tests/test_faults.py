@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-import genlab.checkpoints.load as checkpoint_module
+import genlab.checkpoints.io as checkpoint_module
 from genlab.checkpoints.io import AtomicCheckpointIO
 from genlab.checkpoints.keys import STEP_KEY
 from genlab.checkpoints.load import read_checkpoint

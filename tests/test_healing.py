@@ -408,8 +408,8 @@ def test_decompressed_files_are_hashed_once_per_process(
 ) -> None:
     ensure_raw_files(tmp_path, "mnist", download=False)
     hashed = []
-    original = mnist._sha256
-    monkeypatch.setattr(mnist, "_sha256", lambda p: hashed.append(p) or original(p))
+    original = mnist.file_sha256
+    monkeypatch.setattr(mnist, "file_sha256", lambda p: hashed.append(p) or original(p))
     for _ in range(3):  # prepare_data, setup("fit"), setup("test")
         ensure_raw_files(tmp_path, "mnist", download=False)
     assert hashed == []  # verified when decompressed
