@@ -157,10 +157,10 @@ class ConvEncoder(nn.Module):
         out_features: Annotated[int, AT_LEAST_ONE] = 1,
         channels: int = 1,
         image_size: int = 28,
-        width: Annotated[int, AT_LEAST_ONE] = 64,
-        norm: Annotated[str, NORM] = "batch",
         negative_slope: float = 0.2,
         minibatch_std: bool = False,
+        width: Annotated[int, AT_LEAST_ONE] = 64,
+        norm: Annotated[str, NORM] = "batch",
         convs_per_stage: Annotated[int, AT_LEAST_ONE] = 1,
     ) -> None:
         super().__init__()

@@ -42,8 +42,9 @@ class PixelCNNDecoder(nn.Module):
     """Latent ``[N, latent_dim]`` and images ``[N, C, H, W]`` -> logits ``[N, C, H, W]``, where
     the logit of each pixel depends on the latent and on the pixels before it only.
 
-    ``width``, ``norm``: the ``ConvDecoder`` that maps z to ``hidden`` feature maps;
-    ``kernel``: the size of the masked window (odd, >= 3); ``layers``: 1x1 layers after it.
+    ``hidden``: feature maps per pixel; ``kernel``: the size of the masked window (odd, >= 3);
+    ``layers``: 1x1 layers after it; ``width``, ``norm``: the ``ConvDecoder`` that maps z to
+    the ``hidden`` feature maps.
     """
 
     # The VAE's hook (models/vae.py): forward takes the images it scores, sample draws them.
@@ -52,13 +53,13 @@ class PixelCNNDecoder(nn.Module):
     def __init__(
         self,
         latent_dim: Annotated[int, AT_LEAST_ONE] = 32,
+        hidden: Annotated[int, AT_LEAST_ONE] = 8,
+        kernel: Annotated[int, AT_LEAST_ONE] = 7,
+        layers: Annotated[int, NON_NEGATIVE] = 1,
         channels: int = 1,
         image_size: int = 28,
         width: Annotated[int, AT_LEAST_ONE] = 64,
         norm: Annotated[str, NORM] = "batch",
-        hidden: Annotated[int, AT_LEAST_ONE] = 8,
-        kernel: Annotated[int, AT_LEAST_ONE] = 7,
-        layers: Annotated[int, NON_NEGATIVE] = 1,
     ) -> None:
         super().__init__()
         if kernel < 3 or kernel % 2 == 0:
