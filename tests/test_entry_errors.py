@@ -116,6 +116,9 @@ def test_ctrl_c_in_a_real_run(script: str, args: list[str], tmp_path: Path) -> N
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
+        # A terminal's Ctrl-C, even when the suite itself runs as a background job (`pytest &`),
+        # whose children inherit SIGINT ignored and would sample on to the end.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while not (out / ".hydra" / "config.yaml").exists():  # Hydra is about to start the job
