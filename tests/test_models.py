@@ -94,9 +94,9 @@ def test_lazy_r1_logs_its_latest_value_on_every_logging_step(digits: torch.Tenso
     where, computed, logged = [None], {}, []
     d_step, keep, log = gan._discriminator_step, gan.log_latest, gan.log
 
-    def spy_d_step(opt_d, real, fake, batch_idx, log_now):
+    def spy_d_step(opt_d, real, fake, labels, batch_idx, log_now):
         where[0] = (gan.current_epoch, batch_idx)
-        d_step(opt_d, real, fake, batch_idx, log_now)
+        d_step(opt_d, real, fake, labels, batch_idx, log_now)
 
     def spy_keep(name, value):
         computed[where[0]] = value.detach().clone()

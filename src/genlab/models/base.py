@@ -33,8 +33,9 @@ import pytorch_lightning as pl
 import torch
 
 from genlab.checkpoints.load import last_good_checkpoint, load_model
-from genlab.config.rules import AT_LEAST_ONE
+from genlab.config.rules import AT_LEAST_ONE, NON_NEGATIVE
 from genlab.errors import CheckpointError, ConfigError, DivergenceError
+from genlab.metrics.sampling import check_labels, draw_labels
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -82,6 +83,7 @@ class GenerativeModel(pl.LightningModule):
         self,
         *,
         latent_dim: Annotated[int, AT_LEAST_ONE],
+        num_classes: Annotated[int, NON_NEGATIVE] = 0,
         monitor: str | None = None,
         monitor_mode: str | None = None,
         scheduler: SchedulerFactory | None = None,
@@ -98,6 +100,9 @@ class GenerativeModel(pl.LightningModule):
             raise ConfigError(f"model.monitor_mode={self.monitor_mode!r}: choose 'min' or 'max'.")
         self.automatic_optimization = False
         self.latent_dim = latent_dim
+        # > 0: a class-conditional model (the contract's one flag): sample() and generate()
+        # take labels, training reads them at batch[1]. 0: unconditional, labels refused.
+        self.num_classes = num_classes
         self.scheduler_factory = scheduler
         # Read by genlab.callbacks.framework (clipping, speed, latest_metrics).
         self.gradient_clip_val = gradient_clip_val
@@ -164,14 +169,58 @@ class GenerativeModel(pl.LightningModule):
         z = torch.randn(n, self.latent_dim, generator=generator, dtype=self.dtype)
         return z.to(self.device)
 
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents ``[N, latent_dim]`` -> images ``[N, C, H, W]`` in [0, 1]."""
+    def draw_labels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` classes drawn uniformly (a conditional model's labels when none are asked for),
+        from ``generator`` on the CPU like ``noise``; drawn after the latents, so a seed gives
+        the same (z, label) pairs everywhere (``genlab.metrics.sampling.draw_labels``)."""
+        return draw_labels(self.num_classes, n, generator).to(self.device)
+
+    def labels_for(
+        self, n: int, labels: torch.Tensor | None, generator: torch.Generator | None = None
+    ) -> torch.Tensor | None:
+        """The labels a sample of ``n`` uses: None for an unconditional model (which refuses
+        labels), ``labels`` checked (n classes in [0, num_classes)), or uniform draws."""
+        if not self.num_classes:
+            if labels is not None:
+                raise ConfigError(
+                    f"{type(self).__name__} is unconditional (num_classes=0): it cannot be "
+                    "asked for classes; drop labels, or train a conditional model (model=cgan)."
+                )
+            return None
+        if labels is None:
+            return self.draw_labels(n, generator)
+        return check_labels(labels, n, self.num_classes).to(self.device)
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents ``[N, latent_dim]`` (and, for a conditional model, classes ``[N]``) ->
+        images ``[N, C, H, W]`` in [0, 1]."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` images in [0, 1]; the same ``generator`` seed gives the same images."""
-        return self.generate(self.noise(n, generator)).clamp(0, 1)
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``n`` images in [0, 1]; the same ``generator`` seed gives the same images. A
+        conditional model draws class ``labels[i]`` for image i (uniform classes when none)."""
+        z = self.noise(n, generator)
+        labels = self.labels_for(n, labels, generator)
+        images = self.generate(z) if labels is None else self.generate(z, labels)
+        return images.clamp(0, 1)
+
+    def conditioned(
+        self, net: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``net(x)``, or ``net(x, labels)`` for a conditional model: the one call a family
+        makes for each net, so the same training step serves both (``genlab.nets.conv``'s nets
+        take labels with ``num_classes`` > 0)."""
+        return net(x) if labels is None else net(x, labels)
+
+    def batch_labels(self, batch: Any) -> torch.Tensor | None:
+        """A conditional model's labels, ``batch[1]`` (None for an unconditional model)."""
+        return batch[1].long() if self.num_classes else None
 
     # --- speed options (applied by genlab.callbacks.framework.speed) -------------------------
     def compilable(self, net: torch.nn.Module) -> bool:

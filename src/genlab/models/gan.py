@@ -136,9 +136,9 @@ class GAN(GenerativeModel):
             )
 
     # --- sampling -----------------------------------------------------------------------------
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         generator = self.generator_ema if self.generator_ema is not None else self.generator
-        return (generator(z) + 1) / 2  # tanh's [-1, 1] -> [0, 1]
+        return (self.conditioned(generator, z, labels) + 1) / 2  # tanh's [-1, 1] -> [0, 1]
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -163,22 +163,26 @@ class GAN(GenerativeModel):
     def training_step(self, batch, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         real = batch[0] * 2 - 1  # [0, 1] -> the generator's [-1, 1]
+        # A conditional GAN draws its fakes for the real batch's classes: D compares like with
+        # like, and the classes are as frequent as in the data.
+        labels = self.batch_labels(batch)
         g_step = (batch_idx + 1) % self.n_critic == 0
         log = self.logging_step(batch_idx)
         # Drawn before the D step, while G's parameters still require grad, so the G step can
         # reuse it. On D-only batches (n_critic > 1) no graph through G is needed.
         with torch.set_grad_enabled(g_step):
-            fake = self.generator(self.noise(real.shape[0]))
+            fake = self.conditioned(self.generator, self.noise(real.shape[0]), labels)
 
         # Discriminator: real -> 1, fake -> 0. fake is detached: this step must not reach G.
         self.toggle_optimizer(opt_d)
-        self._discriminator_step(opt_d, real, fake, batch_idx, log)
+        self._discriminator_step(opt_d, real, fake, labels, batch_idx, log)
         self.untoggle_optimizer(opt_d)
 
         # Generator: every n_critic batches, through the freshly updated discriminator.
         if g_step:
             self.toggle_optimizer(opt_g)
-            g_loss = self.g_loss_fn(self.best_fakes(self.discriminator(self.d_input(fake))))
+            fake_logits = self.conditioned(self.discriminator, self.d_input(fake), labels)
+            g_loss = self.g_loss_fn(self.best_fakes(fake_logits))
             self.backward_and_step(g_loss, opt_g, "train/g_loss")
             self.untoggle_optimizer(opt_g)
             if self.generator_ema is not None:
@@ -199,21 +203,25 @@ class GAN(GenerativeModel):
         k = max(1, round(keep * fake_logits.shape[0]))
         return fake_logits.flatten().topk(k).values
 
-    def _discriminator_step(self, opt_d, real, fake, batch_idx: int, log: bool) -> None:
+    def _discriminator_step(self, opt_d, real, fake, labels, batch_idx: int, log: bool) -> None:
         real_in, fake_in = self.d_input(real), self.d_input(fake.detach())
-        real_logits = self.discriminator(real_in)
-        fake_logits = self.discriminator(fake_in)
+
+        def discriminator(x: torch.Tensor) -> torch.Tensor:  # D on this batch's classes
+            return self.conditioned(self.discriminator, x, labels)
+
+        real_logits = discriminator(real_in)
+        fake_logits = discriminator(fake_in)
         d_loss = self.d_loss_fn(real_logits, fake_logits, **self.d_loss_kwargs)
         if log:
             self._log_discriminator("train", d_loss, real_logits, fake_logits)
         if self.gp_weight:
-            gp = gradient_penalty(self.discriminator, real_in, fake_in, self.gp_weight)
+            gp = gradient_penalty(discriminator, real_in, fake_in, self.gp_weight)
             if log:
                 self.log("train/gradient_penalty", gp)
             d_loss = d_loss + gp
         if self.r1_gamma and batch_idx % self.r1_every == 0:
             # Lazy regularisation: every r1_every batches, scaled up to keep its average weight.
-            r1 = r1_penalty(self.discriminator, real_in, self.r1_gamma)
+            r1 = r1_penalty(discriminator, real_in, self.r1_gamma)
             self.log_latest("train/r1_penalty", r1)  # computed on some batches only
             d_loss = d_loss + r1 * self.r1_every
         self.backward_and_step(d_loss, opt_d, "train/d_loss")
@@ -230,12 +238,13 @@ class GAN(GenerativeModel):
 
     # --- validation / test --------------------------------------------------------------------
     def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
-        real = batch[0]
+        real, labels = batch[0], self.batch_labels(batch)
         # Latents seeded by batch index: every epoch is judged on the same z (less noise when
         # picking the best checkpoint) and validation leaves the training RNG untouched.
-        fake = self.sample(real.shape[0], generator=torch.Generator().manual_seed(batch_idx))
-        real_logits = self.discriminator(real * 2 - 1)
-        fake_logits = self.discriminator(fake * 2 - 1)
+        seeded = torch.Generator().manual_seed(batch_idx)
+        fake = self.sample(real.shape[0], generator=seeded, labels=labels)
+        real_logits = self.conditioned(self.discriminator, real * 2 - 1, labels)
+        fake_logits = self.conditioned(self.discriminator, fake * 2 - 1, labels)
         d_loss = self.d_loss_fn(real_logits, fake_logits)
         self._log_discriminator(stage, d_loss, real_logits, fake_logits)
 

@@ -91,6 +91,12 @@ class VAE(GenerativeModel):
         self.encoder = encoder
         self.decoder = decoder
         self.autoregressive = bool(getattr(decoder, "autoregressive", False))
+        if self.autoregressive and self.num_classes:
+            raise ConfigError(
+                f"model.num_classes={self.num_classes} with an autoregressive decoder "
+                f"({type(decoder).__name__}): its pixel-by-pixel sampler takes no labels; use "
+                "model=cvae (a factorised conditional decoder) or model.num_classes=0."
+            )
         if self.autoregressive and likelihood != "bernoulli":
             raise ConfigError(
                 f"model.likelihood={likelihood!r} with an autoregressive decoder "
@@ -156,11 +162,14 @@ class VAE(GenerativeModel):
         self.iwae_samples["test"] = nll_samples if "nll" in metrics else 0
 
     # --- the VAE interface --------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images in [0, 1] -> posterior mean and log-variance, each ``[N, latent_dim]``."""
-        return split_posterior(self.encoder(x), self.latent_dim)
+    def encode(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images in [0, 1] (and their classes, conditional) -> posterior mean and
+        log-variance, each ``[N, latent_dim]``."""
+        return split_posterior(self.conditioned(self.encoder, x, labels), self.latent_dim)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Latents -> mean images in [0, 1]. The decoder returns logits (Bernoulli) or the
         Gaussian mean before a sigmoid: both likelihoods keep their mean in [0, 1].
 
@@ -170,7 +179,7 @@ class VAE(GenerativeModel):
         (``pixel_noise``): the same z gives the same image, in any batch, on any device."""
         if self.autoregressive:
             return self.decoder.sample(z, self.pixel_noise(z))[1]
-        return torch.sigmoid(self.decoder(z))
+        return torch.sigmoid(self.conditioned(self.decoder, z, labels))
 
     def pixel_noise(self, z: torch.Tensor) -> torch.Tensor:
         """Uniforms ``[N, C, H, W]`` for an autoregressive decoder's draws, seeded by each
@@ -190,20 +199,25 @@ class VAE(GenerativeModel):
         return torch.stack(noise).to(z.device, z.dtype)
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> decoded posterior means, in [0, 1]."""
-        mu, _ = self.encode(x)
-        return self.decode(mu)
+    def reconstruct(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (and their classes, conditional) -> decoded posterior means, in [0, 1]."""
+        mu, _ = self.encode(x, labels)
+        return self.decode(mu, labels)
 
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         # The decoder's mean, not a Bernoulli draw: the usual way to show VAE samples.
-        return self.decode(z)
+        return self.decode(z, labels)
 
     # --- the bound ----------------------------------------------------------------------------
-    def decoder_output(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def decoder_output(
+        self, z: torch.Tensor, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The decoder's raw output for latents ``z`` scoring images ``x`` (one per latent):
-        an autoregressive decoder sees ``x`` too (teacher forcing)."""
-        return self.decoder(z, x) if self.autoregressive else self.decoder(z)
+        an autoregressive decoder sees ``x`` too (teacher forcing), a conditional one the
+        images' classes."""
+        if self.autoregressive:
+            return self.decoder(z, x)
+        return self.conditioned(self.decoder, z, labels)
 
     def log_likelihood(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x | z) per image from the raw decoder output ``out``."""
@@ -212,21 +226,29 @@ class VAE(GenerativeModel):
         return gaussian_log_likelihood(torch.sigmoid(out), self.log_sigma, x)
 
     def elbo_terms(
-        self, x: torch.Tensor
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """One-sample estimate of (log p(x|z), KL(q(z|x) || p(z))) per image, in nats, and the
-        posterior parameters (mu, logvar)."""
-        mu, logvar = self.encode(x)
+        posterior parameters (mu, logvar); a conditional model's terms are given y, its bound
+        one on log p(x | y)."""
+        mu, logvar = self.encode(x, labels)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # reparameterisation
-        log_px = self.log_likelihood(self.decoder_output(z, x), x)
+        log_px = self.log_likelihood(self.decoder_output(z, x, labels), x)
         return log_px, gaussian_kl(mu, logvar), (mu, logvar)
 
     @torch.no_grad()
-    def iwae_bound(self, x: torch.Tensor, k: int, max_batch: int = 8192) -> torch.Tensor:
+    def iwae_bound(
+        self,
+        x: torch.Tensor,
+        k: int,
+        max_batch: int = 8192,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Importance-weighted lower bound on log p(x) per image, in nats (Burda et al., 2016):
         log (1/k) sum_i p(x, z_i) / q(z_i | x), z_i ~ q(z | x). k = 1 is the ELBO; the bound
-        tightens towards log p(x) as k grows. Decodes at most ``max_batch`` latents at once."""
-        mu, logvar = self.encode(x)
+        tightens towards log p(x) as k grows. Decodes at most ``max_batch`` latents at once.
+        With ``labels`` (a conditional model) every term is given y: a bound on log p(x | y)."""
+        mu, logvar = self.encode(x, labels)
         std = torch.exp(0.5 * logvar)
         n = len(x)
         per_chunk = max(1, max_batch // n)
@@ -237,7 +259,8 @@ class VAE(GenerativeModel):
             log_q = -0.5 * (eps.pow(2) + logvar + math.log(2 * math.pi)).sum(-1)
             log_p_z = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
             xs = x.repeat(len(eps), 1, 1, 1)  # row i * n + j is image j, as in z.flatten(0, 1)
-            log_p_x = self.log_likelihood(self.decoder_output(z.flatten(0, 1), xs), xs)
+            ys = None if labels is None else labels.repeat(len(eps))
+            log_p_x = self.log_likelihood(self.decoder_output(z.flatten(0, 1), xs, ys), xs)
             log_p_x = log_p_x.view(len(eps), n)
             log_w.append(log_p_x + log_p_z - log_q)
         return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
@@ -261,8 +284,10 @@ class VAE(GenerativeModel):
             return gaussian_kl_per_dim(mu, logvar).mean(0).clamp(min=self.free_bits).sum()
         return gaussian_kl(mu, logvar).mean()
 
-    def _step(self, x: torch.Tensor, stage: str, batch_idx: int = 0) -> torch.Tensor:
-        log_px, kl, (mu, logvar) = self.elbo_terms(x)
+    def _step(
+        self, x: torch.Tensor, stage: str, batch_idx: int = 0, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        log_px, kl, (mu, logvar) = self.elbo_terms(x, labels)
         weight = self.kl_weight(batch_idx) if stage == "train" else self.beta
         loss = -log_px.mean() + weight * self.kl_penalty(mu, logvar)
         if stage == "train" and not self.logging_step(batch_idx):
@@ -279,22 +304,22 @@ class VAE(GenerativeModel):
         return loss
 
     def training_step(self, batch, batch_idx: int) -> None:
-        loss = self._step(batch[0], "train", batch_idx)
+        loss = self._step(batch[0], "train", batch_idx, self.batch_labels(batch))
         self.backward_and_step(loss, self.optimizers(), "train/loss")
 
-    def _evaluate(self, x: torch.Tensor, stage: str) -> None:
-        self._step(x, stage)
+    def _evaluate(self, x: torch.Tensor, stage: str, labels: torch.Tensor | None) -> None:
+        self._step(x, stage, labels=labels)
         opts = {"on_epoch": True, "sync_dist": True}
         k = self.iwae_samples[stage]
         if k > 0:
-            nll = -self.iwae_bound(x, k).mean()
+            nll = -self.iwae_bound(x, k, labels=labels).mean()
             self.log(f"{stage}/nll_nats", nll, **opts)
             dims = x[0].numel()
             # Gaussian decoders model a density on [0, 1] pixels: add log 256 per dim for the
             # usual 8-bit bits/dim (exact only with dequantised data).
             offset = dims * math.log(256) if self.likelihood == "gaussian" else 0.0
             self.log(f"{stage}/bits_per_dim", (nll + offset) / (dims * math.log(2)), **opts)
-        recon = self.reconstruct(x)
+        recon = self.reconstruct(x, labels)
         self.log(
             f"{stage}/ssim", structural_similarity_index_measure(recon, x, data_range=1.0), **opts
         )
@@ -303,8 +328,8 @@ class VAE(GenerativeModel):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         with self.evaluation_rng(batch_idx):
-            self._evaluate(batch[0], "val")
+            self._evaluate(batch[0], "val", self.batch_labels(batch))
 
     def test_step(self, batch, batch_idx: int) -> None:
         with self.evaluation_rng(batch_idx):
-            self._evaluate(batch[0], "test")
+            self._evaluate(batch[0], "test", self.batch_labels(batch))

@@ -10,6 +10,16 @@ One pair of nets serves every model family:
 
 Both work for square images of size ``s * 2**k`` with ``s`` in {4, 7}: 28 px (MNIST) starts from
 7x7, 32/64/128 px from 4x4. Each stage doubles (decoder) or halves (encoder) the resolution.
+
+With ``num_classes`` > 0 both are class-conditional and called as ``net(x, labels)`` (the
+model contract's conditional nets, docs/models.md):
+
+* the decoder reads a learned label embedding beside the latent (``embed_dim`` numbers);
+* the encoder either adds the label as one-hot image planes to its input
+  (``label_input="channels"``: a conditional VAE's recognition net, Sohn et al., 2015) or
+  projects it onto its last features (``label_input="projection"``: the projection
+  discriminator of Miyato & Koyama, 2018, one logit for "real, and real for this class").
+With ``num_classes=0`` (the default) they hold exactly the parameters they always had.
 """
 
 from __future__ import annotations
@@ -18,14 +28,16 @@ from collections.abc import Callable
 from typing import Annotated
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from genlab.config.rules import AT_LEAST_ONE, OneOf
+from genlab.config.rules import AT_LEAST_ONE, NON_NEGATIVE, OneOf
 from genlab.config.validation import check_rule
 from genlab.errors import ConfigError
 
 NORM = OneOf("batch", "layer", "none")
 UPSAMPLE = OneOf("transposed", "nearest")
+LABEL_INPUT = OneOf("projection", "channels")
 
 
 def _stages(image_size: int) -> tuple[int, int]:
@@ -60,6 +72,15 @@ class MinibatchStd(nn.Module):
         std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # [n // g]
         std = std.reshape(1, n // g, 1, 1, 1).expand(g, -1, 1, h, w).reshape(n, 1, h, w)
         return torch.cat([x, std], dim=1)
+
+
+def _labels(labels: torch.Tensor | None, net: nn.Module) -> torch.Tensor:
+    if labels is None:  # a conditional net called like an unconditional one
+        raise ConfigError(
+            f"{type(net).__name__} has num_classes={net.num_classes} and needs labels: call "
+            "net(x, labels), or build it with num_classes=0."
+        )
+    return labels
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -103,14 +124,19 @@ class ConvDecoder(nn.Module):
         out_activation: str | None = "tanh",
         upsample: Annotated[str, UPSAMPLE] = "transposed",
         convs_per_stage: Annotated[int, AT_LEAST_ONE] = 1,
+        num_classes: Annotated[int, NON_NEGATIVE] = 0,
+        embed_dim: Annotated[int, AT_LEAST_ONE] = 16,
     ) -> None:
         super().__init__()
         base, n = _stages(image_size)
         check_rule("upsample", upsample, UPSAMPLE)
-        self.latent_dim = latent_dim
+        self.latent_dim, self.num_classes = latent_dim, num_classes
+        # A class as a learned vector beside z: the first layer maps both to the 7x7 map.
+        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes else None
+        inputs = latent_dim + (embed_dim if num_classes else 0)
         ch = width * 2 ** (n - 1)
         self.project = nn.Sequential(
-            nn.Linear(latent_dim, ch * base * base, bias=norm == "none"),
+            nn.Linear(inputs, ch * base * base, bias=norm == "none"),
             nn.Unflatten(1, (ch, base, base)),
             _norm(norm, ch),
             nn.ReLU(inplace=True),
@@ -145,7 +171,9 @@ class ConvDecoder(nn.Module):
             raise ConfigError(f"out_activation={out_activation!r}: choose 'tanh' or None.")
         self.upsample = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(_labels(labels, self)).to(z.dtype)], dim=1)
         return self.upsample(self.project(z))
 
 
@@ -162,9 +190,19 @@ class ConvEncoder(nn.Module):
         width: Annotated[int, AT_LEAST_ONE] = 64,
         norm: Annotated[str, NORM] = "batch",
         convs_per_stage: Annotated[int, AT_LEAST_ONE] = 1,
+        num_classes: Annotated[int, NON_NEGATIVE] = 0,
+        label_input: Annotated[str, LABEL_INPUT] = "projection",
     ) -> None:
         super().__init__()
         base, n = _stages(image_size)
+        check_rule("label_input", label_input, LABEL_INPUT)
+        if num_classes and label_input == "projection" and out_features != 1:
+            raise ConfigError(
+                f"label_input=projection gives one logit, but out_features={out_features}: use "
+                "label_input=channels for an encoder (a conditional VAE's)."
+            )
+        self.num_classes, self.label_input = num_classes, label_input
+        planes = num_classes if num_classes and label_input == "channels" else 0
 
         def refine(c: int) -> list[nn.Module]:
             activation = lambda: nn.LeakyReLU(negative_slope, inplace=True)  # noqa: E731
@@ -172,7 +210,7 @@ class ConvEncoder(nn.Module):
 
         layers: list[nn.Module] = [
             # No norm on the first layer (DCGAN): it would normalise away the input statistics.
-            nn.Conv2d(channels, width, 4, stride=2, padding=1),
+            nn.Conv2d(channels + planes, width, 4, stride=2, padding=1),
             nn.LeakyReLU(negative_slope, inplace=True),
             *refine(width),
         ]
@@ -190,12 +228,28 @@ class ConvEncoder(nn.Module):
             ch_in = ch + 1
         else:
             ch_in = ch
-        layers += [nn.Flatten(), nn.Linear(ch_in * base * base, out_features)]
+        self.feature_dim = ch_in * base * base
+        layers += [nn.Flatten(), nn.Linear(self.feature_dim, out_features)]
         self.net = nn.Sequential(*layers)
+        self.embed = None
+        if num_classes and label_input == "projection":
+            # One vector per class in feature space, zero at the start: D begins as the
+            # unconditional net and learns what each class adds.
+            self.embed = nn.Embedding(num_classes, self.feature_dim)
+            nn.init.zeros_(self.embed.weight)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The flattened activations before the last linear layer (VAE-GAN's similarity)."""
+    def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The flattened activations before the last linear layer (VAE-GAN's similarity, the
+        projection's ``h``), ``feature_dim`` wide."""
+        if self.num_classes and self.label_input == "channels":
+            n, _, h, w = x.shape
+            onehot = F.one_hot(_labels(labels, self), self.num_classes).to(x.dtype)
+            x = torch.cat([x, onehot[:, :, None, None].expand(n, -1, h, w)], dim=1)
         return self.net[:-1](x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net[-1](self.features(x))
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.features(x, labels)
+        out = self.net[-1](h)
+        if self.embed is not None:  # projection: + <embed(y), h>
+            out = out + (self.embed(_labels(labels, self)).to(h.dtype) * h).sum(1, keepdim=True)
+        return out
