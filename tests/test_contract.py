@@ -71,6 +71,7 @@ def test_passes_the_preflight_check(model: str, tmp_path: Path) -> None:
         channels=cfg.data.channels,
         image_size=cfg.data.image_size,
         callback_metrics=callback_metrics(cfg),
+        num_classes=cfg.data.get("num_classes"),
     )
 
 

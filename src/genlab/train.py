@@ -118,6 +118,7 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
         channels=cfg.data.get("channels"),
         image_size=cfg.data.get("image_size"),
         callback_metrics=callback_metrics(cfg),
+        num_classes=cfg.data.get("num_classes"),
     )
     if not model.automatic_optimization:
         check_manual_optimization(cfg.trainer)

@@ -218,6 +218,20 @@ class GenerativeModel(pl.LightningModule):
         take labels with ``num_classes`` > 0)."""
         return net(x) if labels is None else net(x, labels)
 
+    def check_label_nets(self, **nets: torch.nn.Module) -> None:
+        """The nets that take labels are those of a conditional model: a net whose
+        ``num_classes`` differs from the model's would fail at its first call (or silently
+        ignore the classes), so say which key to set now."""
+        for key, net in nets.items():
+            theirs = getattr(net, "num_classes", None)
+            if theirs is None or theirs == self.num_classes:
+                continue
+            raise ConfigError(
+                f"model.{key}.num_classes={theirs} but model.num_classes={self.num_classes}: "
+                f"set model.{key}.num_classes=${{model.num_classes}} (a conditional model "
+                "passes labels to every net that sees them, an unconditional one to none)."
+            )
+
     def batch_labels(self, batch: Any) -> torch.Tensor | None:
         """A conditional model's labels, ``batch[1]`` (None for an unconditional model)."""
         return batch[1].long() if self.num_classes else None

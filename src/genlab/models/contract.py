@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from genlab.errors import ContractError
+from genlab.metrics.sampling import num_classes
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,16 @@ def check_contract(
     channels: int | None,
     image_size: int | None,
     callback_metrics: Collection[str] = (),
+    num_classes: int | None = None,
 ) -> None:
     """Raise ``ContractError`` (one line: the broken row, the fix) for the first contract row
-    ``model`` breaks; ``channels``/``image_size`` are the data's (None: not checked),
-    ``callback_metrics`` what the configured callbacks log (``val/fid`` from callbacks.fid)."""
+    ``model`` breaks; ``channels``/``image_size``/``num_classes`` are the data's (None: not
+    checked), ``callback_metrics`` what the configured callbacks log (``val/fid`` from
+    callbacks.fid)."""
     if monitor is not None:
         check_monitor(model, monitor, callback_metrics)
     check_samples(model, channels, image_size)
+    check_conditional(model, num_classes)
     check_owned_generators(model)
 
 
@@ -176,12 +180,55 @@ def check_samples(model: nn.Module, channels: int | None, image_size: int | None
         )
 
 
-def _takes_generator(sample: Any) -> bool:
+def _takes(sample: Any, argument: str) -> bool:
     try:
         params = inspect.signature(sample).parameters.values()
     except (TypeError, ValueError):
         return True  # no signature to read (a C function): let the call tell
-    return any(p.name == "generator" or p.kind is p.VAR_KEYWORD for p in params)
+    return any(p.name == argument or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _takes_generator(sample: Any) -> bool:
+    return _takes(sample, "generator")
+
+
+# --- conditional ----------------------------------------------------------------------------
+def check_conditional(model: nn.Module, data_classes: int | None) -> None:
+    """A conditional model (``num_classes`` > 0): its classes are the data's, and
+    ``sample(n, generator, labels)`` honours ``labels`` (same seed, other classes: other
+    images; the same classes: the same images)."""
+    classes, row, name = num_classes(model), "conditional", _name(model)
+    if not classes:
+        return
+    if data_classes is not None and classes != data_classes:
+        raise _broken(
+            row,
+            f"{name} has num_classes={classes}, but the data has {data_classes} classes",
+            "set the model's num_classes to ${data.num_classes} in its config.",
+        )
+    if not _takes(model.sample, "labels"):
+        raise _broken(
+            row,
+            f"{name} is conditional (num_classes={classes}) but its sample() takes no labels",
+            "accept sample(n, generator=None, labels=None) and draw image i of class labels[i] "
+            "(uniform classes from the generator when labels is None).",
+        )
+    ask = [torch.zeros(SAMPLES, dtype=torch.long), torch.full((SAMPLES,), classes - 1)]
+    with untouched(model):
+        first, again, other = [
+            model.sample(SAMPLES, generator=torch.Generator().manual_seed(0), labels=labels)
+            for labels in (ask[0], ask[0], ask[1])
+        ]
+    call = f"{name}.sample({SAMPLES}, generator, labels)"
+    if not torch.equal(first, again):
+        raise _broken(row, f"{call} gave other images for the same seed and classes",
+                      "draw every random number from the generator.")  # fmt: skip
+    if classes > 1 and torch.equal(first, other):
+        raise _broken(
+            row,
+            f"{call} gave the same images for classes 0 and {classes - 1}: it ignores its labels",
+            "pass labels to the nets (genlab.nets.conv's nets take them with num_classes > 0).",
+        )
 
 
 @contextmanager

@@ -19,7 +19,6 @@ private as post-processing of D).
 
 from __future__ import annotations
 
-import copy
 from typing import Annotated, Any
 
 import torch
@@ -30,6 +29,7 @@ from genlab.config.rules import AT_LEAST_ONE, DECAY, NON_NEGATIVE, Range
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, OptimizerFactory, refused_with_privacy
 from genlab.models.diffaugment import check_policy, diff_augment
+from genlab.models.ema import ema_copy, ema_update
 from genlab.models.losses import GAN_LOSSES
 from genlab.models.penalties import gradient_penalty, r1_penalty
 from genlab.nets.conv import MinibatchStd
@@ -71,12 +71,11 @@ class GAN(GenerativeModel):
             for module in list(discriminator.modules()):
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
                     add_spectral_norm(module)
+        self.check_label_nets(generator=generator, discriminator=discriminator)
         self.generator = generator
         self.discriminator = discriminator
         # A frozen copy whose weights trail G's: smoother samples, the one sample()/eval use.
-        self.generator_ema = (
-            copy.deepcopy(generator).requires_grad_(False) if ema_decay is not None else None
-        )
+        self.generator_ema = ema_copy(generator) if ema_decay is not None else None
         self.ema_decay = ema_decay
         if ema_decay is not None:  # in the checkpoint, so a resumed run keeps its warm-up
             self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
@@ -140,20 +139,9 @@ class GAN(GenerativeModel):
         generator = self.generator_ema if self.generator_ema is not None else self.generator
         return (self.conditioned(generator, z, labels) + 1) / 2  # tanh's [-1, 1] -> [0, 1]
 
-    @torch.no_grad()
     def update_ema(self) -> None:
-        """ema <- d * ema + (1 - d) * G, buffers (BatchNorm statistics) copied. d warms up as
-        min(decay, (1 + t) / (10 + t)) over the t-th update, so early samples are not
-        dominated by the random initial weights."""
-        self.ema_updates += 1
-        t = float(self.ema_updates)
-        decay = min(self.ema_decay, (1 + t) / (10 + t))
-        for ema, p in zip(
-            self.generator_ema.parameters(), self.generator.parameters(), strict=True
-        ):
-            ema.lerp_(p, 1.0 - decay)
-        for ema, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
-            ema.copy_(b)
+        """One step of G's moving average (``genlab.models.ema``)."""
+        ema_update(self.generator_ema, self.generator, self.ema_updates, self.ema_decay)
 
     def d_input(self, images: torch.Tensor) -> torch.Tensor:
         """What D sees: images in [-1, 1], DiffAugment-ed when enabled (real and fake alike)."""

@@ -88,6 +88,7 @@ class VAE(GenerativeModel):
             raise ConfigError(f"model.kl_schedule={kl_schedule!r}: choose one of {KL_SCHEDULES}.")
         if kl_schedule != "constant" and kl_warmup_epochs <= 0:
             raise ConfigError(f"model.kl_schedule={kl_schedule} needs model.kl_warmup_epochs > 0.")
+        self.check_label_nets(encoder=encoder, decoder=decoder)
         self.encoder = encoder
         self.decoder = decoder
         self.autoregressive = bool(getattr(decoder, "autoregressive", False))

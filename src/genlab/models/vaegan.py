@@ -11,6 +11,12 @@ where ``L_feat = 0.5 * ||D_l(x) - D_l(x_rec)||^2`` per image (a unit-variance Ga
 features ``D_l`` before D's last layer, summed over them) and ``gamma`` trades reconstruction
 fidelity against realism in the decoder (Larsen et al.'s weighting of content vs style).
 Images are [0, 1] at the boundary; the tanh decoder and D work in [-1, 1].
+
+What the default GAN learned carries over, each one switch: ``r1_gamma``/``r1_every`` (lazy R1
+on D's real images), ``ema_decay`` (samples and reconstructions from a moving average of the
+decoder) and the default's nets (conf/model/vaegan.yaml). ``pixel_weight`` adds
+``0.5 * ||x - x_rec||^2`` per image to the encoder's and decoder's losses: the feature loss
+alone keeps strokes sharp but lets them drift by a pixel, which SSIM counts as blur.
 """
 
 from __future__ import annotations
@@ -20,11 +26,17 @@ from typing import Annotated, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
 
-from genlab.config.rules import NON_NEGATIVE
+from genlab.config.rules import AT_LEAST_ONE, DECAY, NON_NEGATIVE
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, OptimizerFactory
+from genlab.models.ema import ema_copy, ema_update
 from genlab.models.losses import gaussian_kl, nonsaturating_d_loss, nonsaturating_g_loss
+from genlab.models.penalties import r1_penalty
 from genlab.models.vae import split_posterior
 
 
@@ -35,11 +47,7 @@ class VAEGAN(GenerativeModel):
 
     monitor = "val/fid"  # logged by callbacks.fid
     monitor_mode = "min"
-    logged_metrics = (
-        *("train/d_loss", "train/kl", "train/feature_loss", "train/adversarial"),
-        *("train/d_real_acc", "train/d_fake_acc"),
-        *("val/kl", "val/feature_loss", "val/recon_mse", "val/d_real_acc"),
-    )
+    model_metrics = ("recon",)  # test_step: SSIM and PSNR of reconstructions (always logged)
 
     def __init__(
         self,
@@ -51,9 +59,18 @@ class VAEGAN(GenerativeModel):
         d_optimizer: OptimizerFactory | None = None,
         beta: Annotated[float, NON_NEGATIVE] = 1.0,
         gamma: Annotated[float, NON_NEGATIVE] = 1.0,
+        pixel_weight: Annotated[float, NON_NEGATIVE] = 0.0,
+        r1_gamma: Annotated[float, NON_NEGATIVE] = 0.0,
+        r1_every: Annotated[int, AT_LEAST_ONE] = 16,
+        ema_decay: Annotated[float, DECAY] | None = None,
         **base: Any,  # latent_dim, monitor, scheduler, ...: see GenerativeModel
     ) -> None:
         super().__init__(**base)
+        if self.num_classes:
+            raise ConfigError(
+                f"model.num_classes={self.num_classes}: the VAE-GAN is unconditional; use "
+                "model=cgan or model=cvae for class-conditional samples."
+            )
         if not hasattr(discriminator, "features"):
             raise ConfigError(
                 "model.discriminator must expose features(x) (genlab.nets.conv.ConvEncoder does)."
@@ -61,7 +78,25 @@ class VAEGAN(GenerativeModel):
         self.encoder, self.decoder, self.discriminator = encoder, decoder, discriminator
         self.optimizer_factory = optimizer
         self.d_optimizer_factory = d_optimizer or optimizer
-        self.beta, self.gamma = beta, gamma
+        self.beta, self.gamma, self.pixel_weight = beta, gamma, pixel_weight
+        self.r1_gamma, self.r1_every = r1_gamma, r1_every
+        self.decoder_ema = ema_copy(decoder) if ema_decay is not None else None
+        self.ema_decay = ema_decay
+        if ema_decay is not None:  # in the checkpoint, so a resumed run keeps its warm-up
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+
+    @property
+    def logged_metrics(self) -> tuple[str, ...]:
+        """What training and validation log (``val/fid`` comes from callbacks.fid)."""
+        train = ["train/d_loss", "train/kl", "train/feature_loss", "train/adversarial"]
+        train += ["train/d_real_acc", "train/d_fake_acc"]
+        train += ["train/pixel_loss"] if self.pixel_weight else []
+        train += ["train/r1_penalty"] if self.r1_gamma else []
+        val = ["val/kl", "val/feature_loss", "val/recon_mse", "val/d_real_acc"]
+        return (*train, *val, "val/ssim", "val/psnr")
+
+    def compilable(self, net: nn.Module) -> bool:
+        return not (net is self.discriminator and self.r1_gamma)  # R1: a double backward
 
     def configure_optimizers(self):
         opt_e = self.optimizer_factory(self.encoder.parameters())
@@ -75,7 +110,8 @@ class VAEGAN(GenerativeModel):
         return split_posterior(self.encoder(x * 2 - 1), self.latent_dim)
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
-        return (self.decoder(z) + 1) / 2
+        decoder = self.decoder_ema if self.decoder_ema is not None else self.decoder
+        return (decoder(z) + 1) / 2
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,6 +139,11 @@ class VAEGAN(GenerativeModel):
         fakes = torch.cat([x_rec.detach(), x_prior.detach()])
         real_logits, fake_logits = self.discriminator(x), self.discriminator(fakes)
         d_loss = nonsaturating_d_loss(real_logits, fake_logits)
+        if self.r1_gamma and batch_idx % self.r1_every == 0:
+            # Lazy R1, as in the GAN: every r1_every batches, scaled up to its average weight.
+            r1 = r1_penalty(self.discriminator, x, self.r1_gamma)
+            self.log_latest("train/r1_penalty", r1)
+            d_loss = d_loss + r1 * self.r1_every
         self.backward_and_step(d_loss, opt_d, "train/d_loss")
         self.untoggle_optimizer(opt_d)
 
@@ -114,6 +155,10 @@ class VAEGAN(GenerativeModel):
         adversarial = nonsaturating_g_loss(self.discriminator(torch.cat([x_rec, x_prior])))
         enc_loss = self.beta * kl + feature_loss
         dec_loss = self.gamma * feature_loss + adversarial
+        if self.pixel_weight:
+            pixel_loss = 0.5 * (x_rec - x).pow(2).flatten(1).sum(1).mean()
+            enc_loss = enc_loss + self.pixel_weight * pixel_loss
+            dec_loss = dec_loss + self.pixel_weight * pixel_loss
         self.check_finite(enc_loss, "train/enc_loss")
         self.check_finite(dec_loss, "train/dec_loss")
         opt_e.zero_grad(set_to_none=True)
@@ -124,9 +169,11 @@ class VAEGAN(GenerativeModel):
         self.manual_backward(enc_loss)
         for p, grad in zip(self.decoder.parameters(), dec_grads, strict=True):
             p.grad = grad  # enc_loss must not move the decoder
-        opt_e.step()  # each step clips first (GenerativeModel.on_before_optimizer_step)
+        opt_e.step()  # each step clips first (genlab.callbacks.framework.clipping)
         opt_g.step()
         self.discriminator.requires_grad_(True)
+        if self.decoder_ema is not None:
+            ema_update(self.decoder_ema, self.decoder, self.ema_updates, self.ema_decay)
 
         if not self.logging_step(batch_idx):
             return
@@ -134,6 +181,8 @@ class VAEGAN(GenerativeModel):
                        "train/adversarial": adversarial}, prog_bar=False)  # fmt: skip
         self.log("train/d_real_acc", (real_logits > 0).float().mean())
         self.log("train/d_fake_acc", (fake_logits < 0).float().mean())
+        if self.pixel_weight:
+            self.log("train/pixel_loss", pixel_loss)
 
     # --- validation / test --------------------------------------------------------------------
     def _evaluate(self, batch, stage: str) -> None:
@@ -144,6 +193,10 @@ class VAEGAN(GenerativeModel):
         self.log(f"{stage}/kl", gaussian_kl(mu, logvar).mean(), **opts)
         self.log(f"{stage}/feature_loss", self._feature_loss(x01 * 2 - 1, recon * 2 - 1), **opts)
         self.log(f"{stage}/recon_mse", F.mse_loss(recon, x01), **opts)
+        ssim = structural_similarity_index_measure(recon, x01, data_range=1.0)
+        self.log(f"{stage}/ssim", ssim, **opts)
+        psnr = peak_signal_noise_ratio(recon, x01, data_range=1.0, reduction="none", dim=(1, 2, 3))
+        self.log(f"{stage}/psnr", psnr.mean(), **opts)
         real_logits = self.discriminator(x01 * 2 - 1)
         self.log(f"{stage}/d_real_acc", (real_logits > 0).float().mean(), **opts)
 
