@@ -34,7 +34,8 @@ def test_split_sizes_and_image_format(mnist: MNISTDataModule) -> None:
     images, labels = next(iter(mnist.train_dataloader()))
     assert images.shape == (32, 1, 28, 28) and images.dtype == torch.float32
     assert images.min() >= 0 and images.max() <= 1 and images.max() > 0.9
-    assert labels.shape == (32,) and set(labels.tolist()) <= set(range(10))
+    assert labels.shape == (32,) and labels.dtype == torch.int64
+    assert mnist.num_classes == 10 and set(labels.tolist()) <= set(range(mnist.num_classes))
 
 
 def test_split_is_seeded_and_disjoint(mnist: MNISTDataModule) -> None:

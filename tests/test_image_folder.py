@@ -64,7 +64,7 @@ def _datamodule(path: Path, tmp_path: Path, **kwargs) -> ImageFolderDataModule:
 
 def test_messy_folder_loads_skips_and_reports(messy_folder: Path, tmp_path: Path) -> None:
     dm = _datamodule(messy_folder, tmp_path, val_fraction=0.2)
-    assert dm.classes == ["cats", "dogs"]
+    assert dm.class_names == ["cats", "dogs"] and dm.num_classes == 2
     broken = {"empty.png", "notes.jpg", "tiny.png", "truncated.jpg"}
     assert {Path(p).name for p in dm.skipped} == broken
     # A file that breaks after the scan is replaced by the next one and recorded, not fatal.
@@ -116,11 +116,12 @@ def _split_folders(root: Path, counts: dict[str, int], seed: int) -> None:
             _picture(rng).save(root / split / f"{i}.png")
 
 
-def test_train_val_layout_and_unlabelled(tmp_path: Path) -> None:
+def test_train_val_layout_without_class_folders_is_one_class(tmp_path: Path) -> None:
     _split_folders(tmp_path / "data", {"train": 8, "val": 3}, seed=1)
     dm = _datamodule(tmp_path / "data", tmp_path)
     assert len(dm.train_set) == 8 and len(dm.val_set) == 3
-    assert dm.classes == [] and dm.train_set[0][1].item() == -1
+    assert dm.class_names == ["data"] and dm.num_classes == 1
+    assert set(dm.train_set.labels.tolist()) == set(dm.val_set.labels.tolist()) == {0}
 
 
 def test_missing_or_empty_folder_is_one_clear_error(tmp_path: Path) -> None:
@@ -315,6 +316,10 @@ def test_quality_report_on_demo_folder_lists_exactly_the_seeded_problems(tmp_pat
         assert sorted(report["flagged"][kind]) == sorted(paths), kind
     assert report["counts"] == {k: len(v) for k, v in report["flagged"].items()}
     assert sum(report["counts"].values()) == 8 and len(report["clean"]) == 400
+    # Per class, as data=image_folder labels them: odd/ is a class none of whose files is clean.
+    assert list(report["classes"]) == [*"0123456789", "odd"]
+    assert report["classes"]["odd"] == {"images": 8, "clean": 0}
+    assert sum(c["clean"] for c in report["classes"].values()) == 400
 
 
 def test_image_size_follows_the_folder(messy_folder: Path, tmp_path: Path, make_cfg) -> None:

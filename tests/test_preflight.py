@@ -22,6 +22,7 @@ from torch import nn
 from genlab.errors import ConfigError, ContractError, DataError
 from genlab.models.contract import check_contract, untouched
 from genlab.train import run
+from my_models.mlp_cvae import MLPCVAE
 from my_models.mlp_vae import MLPVAE
 from tests.conftest import run_script, tiny_overrides
 
@@ -320,3 +321,67 @@ def test_precision_and_recall_monitors_come_from_pr(make_cfg, monitor: str) -> N
     )
     check_monitor_source(cfg)
     assert monitor in callback_metrics(cfg)
+
+
+# --- conditional models: the 'conditional' row ------------------------------------------------
+class IgnoresLabels(MLPCVAE):
+    """Conditional by its flag, but every class gives the same images."""
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return super().generate(z, torch.zeros_like(labels))
+
+
+class NoLabelsArgument(MLPCVAE):
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:  # type: ignore[override]
+        return super().sample(n, generator)
+
+
+def _conditional(cls: type = MLPCVAE, classes: int = 10) -> nn.Module:
+    return cls(optimizer=torch.optim.Adam, latent_dim=4, hidden=16, num_classes=classes)
+
+
+def test_a_conditional_model_passes_and_honours_its_labels() -> None:
+    model = _conditional()
+    check_contract(model, monitor="val/elbo", channels=1, image_size=28, num_classes=10)
+    seeded = torch.Generator().manual_seed(3)
+    threes = model.sample(4, seeded, labels=torch.full((4,), 3))
+    assert threes.shape == (4, 1, 28, 28) and threes.min() >= 0 and threes.max() <= 1
+    # No labels: uniform classes from the same generator, drawn after the latents.
+    seeded, again = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    z = torch.randn(4, 4, generator=again)
+    drawn = torch.randint(10, (4,), generator=again)
+    assert torch.equal(model.sample(4, seeded), model.generate(z, drawn).clamp(0, 1))
+
+
+@pytest.mark.parametrize(
+    ("model", "data_classes", "message"),
+    [
+        (_conditional(IgnoresLabels), 10, r"same images for classes 0 and 9: it ignores its labels"),
+        (_conditional(NoLabelsArgument), 10, r"conditional \(num_classes=10\) but its sample\(\) takes no labels"),
+        (_conditional(classes=5), 10, r"num_classes=5, but the data has 10 classes"),
+    ],
+    ids=["ignores_labels", "no_labels_argument", "other_classes"],
+)  # fmt: skip
+def test_conditional_mistakes_are_caught(model: nn.Module, data_classes: int, message: str) -> None:
+    with pytest.raises(ContractError, match=rf"{message}.*contract row 'conditional'"):
+        check_contract(
+            model, monitor="val/elbo", channels=1, image_size=28, num_classes=data_classes
+        )
+
+
+def test_an_unconditional_model_refuses_labels() -> None:
+    with pytest.raises(ConfigError, match=r"MLPVAE is unconditional \(num_classes=0\)"):
+        _model().sample(2, labels=torch.tensor([1, 2]))
+
+
+def test_nets_must_match_the_model_s_classes() -> None:
+    from genlab.models.gan import GAN
+    from genlab.nets.conv import ConvDecoder, ConvEncoder
+
+    nets = {"generator": ConvDecoder(latent_dim=4, width=8, num_classes=10),
+            "discriminator": ConvEncoder(width=8, num_classes=10)}  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"model.generator.num_classes=10 but model.num_classes=0"
+    ):
+        GAN(**nets, optimizer=torch.optim.Adam, latent_dim=4)
+    GAN(**nets, optimizer=torch.optim.Adam, latent_dim=4, num_classes=10)  # the conditional GAN

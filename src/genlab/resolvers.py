@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -60,6 +62,28 @@ def image_size_of(path: str) -> int:
     return infer_image_size(path)
 
 
+def folder_classes(path: str, file_list: str | None = None) -> list[str]:
+    """``${folder_classes:${data.path},${data.file_list}}``: an image folder's classes, its
+    class subfolders in sorted order (one class for a flat folder), found without reading an
+    image. Cached per config, like ``image_size_of``."""
+    from genlab.data.image_folder import folder_classes as scan  # lazy: PIL only when asked
+
+    return scan(path, file_list)
+
+
+def dataset_classes(dataset: str) -> list[str]:
+    """``${dataset_classes:${data.dataset}}``: the published class names of mnist,
+    fashion_mnist, kmnist or cifar10 (``[]`` for another name: the data module reports it)."""
+    from genlab.data.mnist import DATASET_CLASSES
+
+    return list(DATASET_CLASSES.get(dataset, ()))
+
+
+def length(items: Sequence[Any]) -> int:
+    """``${len:${data.class_names}}``: how many items a list holds (data.num_classes)."""
+    return len(items)
+
+
 def optuna_direction(monitor_mode: str) -> str:
     """``${optuna_direction:${model.monitor_mode}}``: Optuna's name for a monitor's mode."""
     directions = {"min": "minimize", "max": "maximize"}
@@ -92,12 +116,15 @@ def override_tags() -> list[str]:
 
 
 def _register() -> None:
-    # image_size_of scans a folder: cache its answer (per config) instead of rescanning on every
-    # access of data.image_size and of the nets' interpolations of it.
+    # image_size_of and folder_classes scan a folder: cache their answers (per config) instead of
+    # rescanning on every access of data.image_size, data.class_names and their interpolations.
     resolvers = {
         "project_root": (project_root, False),
         "mul": (lambda a, b: a * b, False),
         "image_size_of": (image_size_of, True),
+        "folder_classes": (folder_classes, True),
+        "dataset_classes": (dataset_classes, False),
+        "len": (length, False),
         "optuna_direction": (optuna_direction, False),
         "sweep_group": (sweep_group, False),
         "run_id": (run_id, True),  # the parent's id in every multirun job

@@ -3,12 +3,17 @@
     python train.py data=image_folder data.path=/data/cats data.image_size=64
     python train.py data=image_folder data.path=/data/faces data.cache=true data.augment=[hflip]
 
-Scans ``path`` recursively for png, jpg/jpeg, webp, bmp and gif (first frame). Images in class
-subfolders get those classes as labels (else label -1). A ``train/`` + ``val/`` layout is used
-as the split; otherwise a seeded ``val_fraction`` is held out. Images are resized (shorter side)
-and centre-cropped to ``image_size``, converted to grey or RGB (``channels``; CMYK, palette and
-alpha images are converted, alpha composited on white) and returned as float ``[C, H, W]`` in
-[0, 1], the same contract as MNIST, so every model runs unchanged.
+Scans ``path`` recursively for png, jpg/jpeg, webp, bmp and gif (first frame). Classes follow
+torchvision's ImageFolder: one subfolder per class, label i for the i-th name in sorted order;
+a flat folder (any image directly in it) is one class, label 0, named after the folder. A
+``train/`` + ``val/`` layout is used as the split, its classes those of ``train/`` (a class
+folder of ``val/`` that ``train/`` lacks is an error); otherwise a seeded ``val_fraction`` is
+held out. ``folder_classes`` finds the classes without reading an image: the config's
+``data.class_names`` (``data.num_classes`` is its length), checked against the files in
+``setup``. Images are resized (shorter side) and centre-cropped to ``image_size``, converted to
+grey or RGB (``channels``; CMYK, palette and alpha images are converted, alpha composited on
+white) and returned as float ``[C, H, W]`` in [0, 1], the same contract as MNIST, so every
+model runs unchanged.
 
 Unreadable, empty, truncated, non-image, too-small and too-large (decompression-bomb) files are
 skipped, never fatal: they are counted, logged and listed in ``<report_dir>/data_report.json``.
@@ -35,7 +40,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from genlab.data.splits import MIN_VAL_IMAGES, SplitDataModule
+from genlab.data.splits import MIN_VAL_IMAGES, SplitDataModule, class_keys, listed_names
 from genlab.data.transforms import build_augmentation
 from genlab.errors import ConfigError, DataError
 from genlab.utils.atomic import atomic_path, move_aside
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 SPLIT_DIRS = ("train", "val")
 NET_SIZES = (28, 32, 64, 128, 256)  # sizes genlab.nets.conv builds
+NO_CLASS = "(no class folder)"  # what file_classes calls a file outside the class folders
 
 
 class BadImage(Exception):
@@ -101,6 +107,81 @@ def scan_folder(root: str | Path, file_list: str | Path | None = None) -> list[P
     if not files:
         raise _no_images(root, file_list)
     return files
+
+
+def has_split_dirs(root: Path) -> bool:
+    """The ``train/`` + ``val/`` layout: both folders present."""
+    return all((root / d).is_dir() for d in SPLIT_DIRS)
+
+
+def class_base(root: Path) -> Path:
+    """Where the class subfolders sit: ``train/`` in a train/ + val/ layout, else the folder."""
+    return root / "train" if has_split_dirs(root) else root
+
+
+def folder_name(root: Path) -> str:
+    """The one class of a flat folder is named after it (``/data/flowers`` -> ``flowers``)."""
+    return root.resolve().name or "images"
+
+
+def classes_of(files: Sequence[Path], base: Path, name: str) -> list[str]:
+    """Classes of the image ``files`` below ``base``: their first subfolders, sorted (as
+    torchvision's ImageFolder); ``[name]``, one class, when any file sits directly in ``base``."""
+    rel = [p.relative_to(base).parts for p in files if p.is_relative_to(base)]
+    if not rel:
+        return []
+    if any(len(parts) == 1 for parts in rel):
+        return [name]
+    return sorted({parts[0] for parts in rel})
+
+
+def file_classes(root: Path, files: Sequence[Path]) -> list[str]:
+    """The class name of each of ``files`` (all under ``root``), as the data module labels them:
+    the folder's name for every file of a flat folder, else the first subfolder below ``root``
+    (below ``train/`` or ``val/`` in that layout); ``NO_CLASS`` for a file of that layout
+    outside any class folder (which the data module refuses or ignores). Reads no file."""
+    base = class_base(root)
+    if any(p.parent == base for p in files):  # flat: one class
+        return [folder_name(root)] * len(files)
+    split = has_split_dirs(root)
+    classes = []
+    for p in files:
+        parts = p.relative_to(root).parts
+        if split:
+            parts = parts[1:] if parts[0] in SPLIT_DIRS else ()
+        classes.append(parts[0] if len(parts) > 1 else NO_CLASS)
+    return classes
+
+
+def folder_classes(root: str | Path, file_list: str | Path | None = None) -> list[str]:
+    """``data.class_names`` of a folder (``${folder_classes:${data.path},${data.file_list}}``),
+    without reading an image: the subfolders of ``class_base`` that hold an image file (the
+    walk stops at the first), or one class named after the folder when an image sits directly
+    in it. With ``file_list``, the classes of the listed files. A missing or empty folder
+    gives ``[]``: the data module reports the folder itself."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return []
+    base = class_base(root)
+    if file_list is not None:
+        try:
+            return classes_of(scan_folder(root, file_list), base, folder_name(root))
+        except DataError:
+            return []
+    entries = sorted(base.iterdir(), key=lambda p: p.name)
+    if any(_is_image(p) for p in entries):
+        return [folder_name(root)]
+    return [d.name for d in entries if d.is_dir() and any(_is_image(p) for p in d.rglob("*"))]
+
+
+def class_mismatch(declared: list[str], found: list[str], base: Path) -> ConfigError:
+    """The config's ``data.class_names`` are not the folder's classes: one line, the fix."""
+    return ConfigError(
+        f"data.class_names has {len(declared)} classes ({listed_names(declared)}) but {base} "
+        f"holds {len(found)} ({listed_names(found)}): a conditional model's labels follow these "
+        "names. Drop the data.class_names and data.num_classes overrides (data=image_folder "
+        "reads them from the folder), or restore the class folders the run was started with."
+    )
 
 
 def infer_image_size(root: str | Path, sample: int = 200) -> int:
@@ -287,9 +368,13 @@ class ImageFolderDataModule(SplitDataModule):
         report_dir: str | None = None,
         samples_per_epoch: int | None = None,
         poisson_sampling: bool = False,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         # More decoding workers than cores only adds contention (and a torch warning).
         workers = min(num_workers, os.cpu_count() or 1)
+        if class_names is None:  # built in Python (or an old config): the folder's own
+            class_names = folder_classes(path, file_list)
         super().__init__(
             batch_size,
             workers,
@@ -298,6 +383,8 @@ class ImageFolderDataModule(SplitDataModule):
             samples_per_epoch,
             poisson_sampling=poisson_sampling,
             train_fraction=train_fraction,
+            num_classes=num_classes,
+            class_names=class_names,
         )
         if channels not in (1, 3):
             raise ConfigError(f"data.channels={channels} must be 1 (grey) or 3 (RGB).")
@@ -312,18 +399,26 @@ class ImageFolderDataModule(SplitDataModule):
         self.file_list, self.cache, self.cache_dir = file_list, cache, cache_dir
         self.min_size, self.report_dir = min_size, report_dir
         self.dataset = self.path.name  # names cached FID statistics
-        self.classes: list[str] = []
+        self.images_per_class: dict[str, int] = {}  # usable images (train + val), in setup
         self.skipped: dict[str, str] = {}
 
     @staticmethod
     def check_config(cfg: Mapping) -> None:
         """Start-up check (``genlab.config.validation.validate``): a missing or empty folder is
-        the one line printed, before the config dump and Lightning's banners."""
+        the one line printed, before the config dump and Lightning's banners. So are declared
+        classes that are not the folder's (a cheap scan: no image is read)."""
         require_images(cfg["path"], cfg.get("file_list"))
+        names, num_classes = cfg.get("class_names"), cfg.get("num_classes")
+        if names is None and num_classes is None:  # an old config without the keys
+            return
+        found = folder_classes(cfg["path"], cfg.get("file_list"))
+        _, declared = class_keys(num_classes, found if names is None else list(names))
+        if declared != found:
+            raise class_mismatch(declared, found, class_base(Path(cfg["path"]).expanduser()))
 
     # --- scanning -----------------------------------------------------------------------------
     def _has_split_dirs(self) -> bool:
-        return all((self.path / d).is_dir() for d in SPLIT_DIRS)
+        return has_split_dirs(self.path)
 
     def _split_files(self, files: list[Path]) -> tuple[list[Path], list[Path]]:
         """Files of ``train/`` and ``val/`` if the folder has that layout, else a seeded split."""
@@ -353,15 +448,48 @@ class ImageFolderDataModule(SplitDataModule):
             "usable images), or add images."
         )
 
-    def _labels(self, files: list[Path], base: Path) -> list[int]:
-        """Class = first subfolder below ``base`` when every file has one, else -1."""
-        rel = [p.relative_to(base).parts for p in files]
-        if not rel or any(len(parts) < 2 for parts in rel):
-            return [-1] * len(files)
-        if not self.classes:
-            self.classes = sorted({parts[0] for parts in rel})
-        index = {c: i for i, c in enumerate(self.classes)}
-        return [index.get(parts[0], -1) for parts in rel]
+    def _check_classes(self, files: list[Path]) -> bool:
+        """The classes of the scanned ``files`` (every one, usable or not: a broken file does not
+        shift the labels) must be the declared ``class_names``. True: a flat folder, one class."""
+        base, name = class_base(self.path), folder_name(self.path)
+        found = classes_of(files, base, name)
+        if found != self.class_names:
+            raise class_mismatch(self.class_names, found, base)
+        rel = [p.relative_to(base).parts for p in files if p.is_relative_to(base)]
+        flat = any(len(parts) == 1 for parts in rel)
+        if flat and any(len(parts) > 1 for parts in rel):
+            loose = sum(len(parts) == 1 for parts in rel)
+            log.warning(
+                "%s holds %d image(s) beside its subfolders: read as one class %r (label 0). "
+                "Put every image into a class subfolder to train with classes",
+                base, loose, name,
+            )  # fmt: skip
+        return flat
+
+    def _labels(self, files: list[Path], base: Path, flat: bool) -> list[int]:
+        """Label of each file: its first subfolder below ``base`` in ``class_names``; 0 for
+        every file of a flat folder. Files of ``val/`` outside train/'s classes: one line."""
+        if flat:
+            return [0] * len(files)
+        index = {c: i for i, c in enumerate(self.class_names)}
+        train_dir, classes = self.path / SPLIT_DIRS[0], listed_names(self.class_names)
+        labels = []
+        for p in files:
+            parts = p.relative_to(base).parts
+            if len(parts) == 1:
+                raise DataError(
+                    f"{p} sits in {base}/ outside the class folders of {train_dir}/ "
+                    f"({classes}): move the images of {base}/ into "
+                    f"{base}/<class>/, one folder per class of {train_dir}/."
+                )
+            if parts[0] not in index:
+                raise DataError(
+                    f"{base / parts[0]}/ is a class that {train_dir}/ lacks (its classes: "
+                    f"{classes}): add {train_dir / parts[0]}/ with training images, or move "
+                    f"{base / parts[0]}/ out of {base}/."
+                )
+            labels.append(index[parts[0]])
+        return labels
 
     def _check(self, files: list[Path]) -> list[Path]:
         """Headers of every file (cheap); without the cache, decoding problems that only a
@@ -421,6 +549,7 @@ class ImageFolderDataModule(SplitDataModule):
         if self.train_set is not None:
             return
         files = scan_folder(self.path, self.file_list)
+        flat = self._check_classes(files)
         cache = None
         if self.cache:
             files, cache = self._build_cache(files)
@@ -432,8 +561,8 @@ class ImageFolderDataModule(SplitDataModule):
         train, val = self._split_files(files)
         # Class subfolders sit below train/ and val/ in that layout, else below the root.
         split_dirs = self._has_split_dirs()
-        train_labels = self._labels(train, self.path / "train" if split_dirs else self.path)
-        val_labels = self._labels(val, self.path / "val" if split_dirs else self.path)
+        train_labels = self._labels(train, class_base(self.path), flat)
+        val_labels = self._labels(val, self.path / "val" if split_dirs else self.path, flat)
         keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed))
         keep = sorted(keep[: max(1, round(self.train_fraction * len(train)))].tolist())
         train, train_labels = [train[i] for i in keep], [train_labels[i] for i in keep]
@@ -446,8 +575,11 @@ class ImageFolderDataModule(SplitDataModule):
 
         self.train_set = dataset(train, train_labels, self.augment)
         self.val_set = dataset(val, val_labels, None)
+        self.check_labels(torch.cat([self.train_set.labels, self.val_set.labels]), str(self.path))
         self.test_set = self.val_set  # no separate test split in a folder: scores use val
         self.check_validation_split(f"data.path={str(self.path)!r}", self._val_fix(len(files)))
+        per_class = Counter(train_labels + val_labels)
+        self.images_per_class = {c: per_class[i] for i, c in enumerate(self.class_names)}
         report = self._report(n_train=len(train), n_val=len(val))
         if self.skipped:
             reasons = Counter(r.split(" (")[0] for r in self.skipped.values())
@@ -464,7 +596,8 @@ class ImageFolderDataModule(SplitDataModule):
         content = {
             "path": str(self.path),
             **counts,
-            "classes": self.classes,
+            "classes": self.class_names,
+            "images_per_class": self.images_per_class,
             "skipped": self.skipped,
         }
         path.write_text(json.dumps(content, indent=2))

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 
 from genlab.config.rules import AT_LEAST_ONE
-from genlab.data.splits import MIN_VAL_IMAGES, SplitDataModule
+from genlab.data.splits import MIN_VAL_IMAGES, SplitDataModule, class_keys
 from genlab.data.transforms import build_augmentation
 from genlab.errors import ConfigError, DataError
 from genlab.utils.atomic import atomic_path
@@ -48,6 +48,18 @@ DATASETS: dict[str, type[datasets.MNIST]] = {
 }
 # Other torchvision sets that keep uint8 HWC arrays in ``.data`` (no IDX files to prepare).
 ARRAY_DATASETS = {"cifar10": datasets.CIFAR10}
+# The published class names of each set, label i named by entry i (torchvision's ``classes``;
+# MNIST's as bare digits). ``${dataset_classes:${data.dataset}}`` gives data.class_names.
+# fmt: off
+DATASET_CLASSES: dict[str, tuple[str, ...]] = {
+    "mnist": ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+    "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                "truck"),
+}
+# fmt: on
 # Images in each set's training file: data.val_size is checked against them at start-up.
 TRAIN_SET_SIZES = {"mnist": 60000, "fashion_mnist": 60000, "kmnist": 60000, "cifar10": 50000}
 SUMS_FILE = "SHA256SUMS.raw"  # beside raw/: SHA-256 of the decompressed files
@@ -78,6 +90,25 @@ def load_array_dataset(
             f"folder it makes into data.data_dir."
         ) from e
     return torch.from_numpy(raw.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(raw.targets)
+
+
+def check_dataset(dataset: str) -> None:
+    if dataset not in DATASET_CLASSES:
+        raise ConfigError(
+            f"data.dataset={dataset!r} is unknown: choose one of {sorted(DATASET_CLASSES)}."
+        )
+
+
+def check_class_count(dataset: str, num_classes: int) -> None:
+    """``data.num_classes`` must be the set's own count: a model conditioned on more classes
+    than the data has learns nothing for them; on fewer, labels fall outside its range."""
+    known = len(DATASET_CLASSES[dataset])
+    if num_classes != known:
+        raise ConfigError(
+            f"data.num_classes={num_classes} but {dataset} has {known} classes: drop the "
+            "data.num_classes and data.class_names overrides (both follow data.dataset); to "
+            f"rename the classes, give {known} names in data.class_names."
+        )
 
 
 def val_size_error(dataset: str, val_size: int, size: int) -> ConfigError:
@@ -295,7 +326,12 @@ class MNISTDataModule(SplitDataModule):
         samples_per_epoch: int | None = None,
         on_device: bool = False,
         poisson_sampling: bool = False,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
+        check_dataset(dataset)
+        if class_names is None:  # built in Python (or an old config): the set's own names
+            class_names = DATASET_CLASSES[dataset]
         super().__init__(
             batch_size,
             num_workers,
@@ -305,12 +341,10 @@ class MNISTDataModule(SplitDataModule):
             on_device,
             poisson_sampling,
             train_fraction=train_fraction,
+            num_classes=num_classes,
+            class_names=class_names,
         )
-        if dataset not in DATASETS and dataset not in ARRAY_DATASETS:
-            raise ConfigError(
-                f"data.dataset={dataset!r} is unknown: choose one of "
-                f"{sorted([*DATASETS, *ARRAY_DATASETS])}."
-            )
+        check_class_count(dataset, self.num_classes)
         if channels not in (1, 3):
             raise ConfigError(f"data.channels={channels} must be 1 or 3 (grey is repeated).")
         self.data_dir, self.dataset = data_dir, dataset
@@ -331,6 +365,10 @@ class MNISTDataModule(SplitDataModule):
         size = TRAIN_SET_SIZES.get(dataset)
         if size and isinstance(val_size, int) and val_size >= size:
             raise val_size_error(dataset, val_size, size)
+        check_dataset(dataset)
+        names = cfg.get("class_names")
+        names = DATASET_CLASSES[dataset] if names is None else list(names)
+        check_class_count(dataset, class_keys(cfg.get("num_classes"), names)[0])
 
     def prepare_data(self) -> None:
         if self.dataset in ARRAY_DATASETS:
@@ -367,6 +405,7 @@ class MNISTDataModule(SplitDataModule):
             )
             val_idx, train_idx = order[: self.val_size], order[self.val_size :]
             train_idx = train_idx[: max(1, round(self.train_fraction * len(train_idx)))]
+            self.check_labels(labels, f"data.dataset={self.dataset}'s training split")
             self.train_set = ImageTensorDataset(
                 images[train_idx],
                 labels[train_idx],
@@ -384,6 +423,7 @@ class MNISTDataModule(SplitDataModule):
             )
         if stage in (None, "test", "predict") and self.test_set is None:
             images, labels = self._load(train=False)
+            self.check_labels(labels, f"data.dataset={self.dataset}'s test split")
             self.test_set = ImageTensorDataset(self._fixed_binary(images, 2), labels, self.channels)
 
     def _fixed_binary(self, images: torch.Tensor, seed: int) -> torch.Tensor:

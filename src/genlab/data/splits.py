@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from genlab.config.rules import AT_LEAST_ONE, FRACTION, NON_NEGATIVE
+from genlab.config.rules import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, Range
 from genlab.config.validation import check_rule
 from genlab.data.device_batches import DeviceBatches
 from genlab.data.loader import ResumableLoader
@@ -18,14 +19,51 @@ from genlab.errors import ConfigError, DataError
 # callbacks.fid) need 2, and below that the callback skips them, so checkpointing would wait for
 # a monitor that never comes; nor is one image a basis for picking the best checkpoint.
 MIN_VAL_IMAGES = 2
+# data.num_classes: a whole count (0 only for a bare module without labels, or a missing folder
+# that its data module then reports).
+CLASS_COUNT = Range(ge=0, integer=True)
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def listed_names(names: Sequence[str], most: int = 10) -> str:
+    """``a, b, c`` (the first ``most`` names, then how many more): class lists in one line."""
+    shown = ", ".join(map(str, names[:most]))
+    return shown + (f", ... ({len(names) - most} more)" if len(names) > most else "")
+
+
+def class_keys(num_classes: int | None, class_names: Sequence[str] | None) -> tuple[int, list[str]]:
+    """``data.num_classes`` and ``data.class_names`` made whole: either one gives the other
+    (names ``"0"``, ``"1"``, ... for a bare count); both given must agree, else one line."""
+    names = None if class_names is None else [str(c) for c in class_names]
+    if names is not None and len(set(names)) != len(names):
+        twice = sorted({c for c in names if names.count(c) > 1})
+        raise ConfigError(
+            f"data.class_names names {listed_names(twice)} more than once: each class needs its "
+            "own name. Fix the list, or drop the data.class_names override (it follows the data)."
+        )
+    if num_classes is None:
+        num_classes = 0 if names is None else len(names)
+    check_rule("data.num_classes", num_classes, CLASS_COUNT)
+    if names is None:
+        names = [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ConfigError(
+            f"data.class_names lists {len(names)} names but data.num_classes={num_classes}: give "
+            "one name per class, or drop the overrides (both follow the data by default)."
+        )
+    return num_classes, names
+
+
 class SplitDataModule(pl.LightningDataModule):
-    """Subclasses fill ``train_set``, ``val_set`` and ``test_set`` in ``setup``."""
+    """Subclasses fill ``train_set``, ``val_set`` and ``test_set`` in ``setup``.
+
+    ``num_classes`` and ``class_names`` say what ``batch[1]`` holds: labels in
+    ``[0, num_classes)``, label ``i`` of class ``class_names[i]``. A conditional model reads them
+    through ``${data.num_classes}``; a subclass derives them from its data when the config gives
+    none, and checks what it loads against them in ``setup`` (``check_labels``)."""
 
     def __init__(
         self,
@@ -38,6 +76,8 @@ class SplitDataModule(pl.LightningDataModule):
         poisson_sampling: bool = False,
         *,
         train_fraction: Annotated[float, FRACTION] = 1.0,
+        num_classes: Annotated[int, NON_NEGATIVE] | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         # Also checked here, not only at start-up: a data module built in Python skips that.
@@ -61,7 +101,27 @@ class SplitDataModule(pl.LightningDataModule):
         self.on_device, self.poisson_sampling = on_device, poisson_sampling
         # The seeded share of the training split a subclass keeps in setup.
         self.train_fraction = train_fraction
+        self.num_classes, self.class_names = class_keys(num_classes, class_names)
         self.train_set = self.val_set = self.test_set = None
+
+    def check_labels(self, labels: torch.Tensor, where: str) -> None:
+        """Labels ``where`` holds (a split, a folder) must lie in ``[0, num_classes)``: what the
+        config declares to the model is what the data gives, or one line before training."""
+        if not len(labels):
+            return
+        low, high = int(labels.min()), int(labels.max())
+        if low >= 0 and high < self.num_classes:
+            return
+        fix = (
+            f"Set data.num_classes={high + 1} with as many data.class_names"
+            if low >= 0
+            else "Give every image a class"
+        )
+        raise ConfigError(
+            f"data.num_classes={self.num_classes} but {where} holds labels {low} to {high}, "
+            f"outside [0, {self.num_classes}). {fix}, or drop the data.num_classes and "
+            "data.class_names overrides (both follow the data by default)."
+        )
 
     def check_validation_split(self, where: str, fix: str) -> None:
         """Under a Trainer, refuse a validation split too small to validate on, at setup: before
