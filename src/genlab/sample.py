@@ -8,6 +8,17 @@ The suffix of ``out`` picks the format: ``.npy`` (float32 [n, C, H, W] in [0, 1]
     python sample.py ckpt_path=... mode=interpolate n=8 steps=10 out=walks.png
 
 draws ``n`` rows of ``steps`` images along spherical paths between random latents.
+
+A conditional model (``num_classes`` > 0) is asked for classes with ``labels``:
+
+    python sample.py ckpt_path=... labels=[3,3,7]              # 3 images: a 3, a 3 and a 7
+    python sample.py ckpt_path=... labels=[3,7] n=10           # 10 images: 3, 7, 3, 7, ...
+    python sample.py ckpt_path=... labels=all per_class=10     # a row of 10 per class
+    python sample.py ckpt_path=... mode=interpolate labels=[3] n=8   # 8 walks, all of class 3
+
+Image i is of class ``labels[i % len(labels)]``; ``labels=all`` writes class c's ``per_class``
+images as row c, and column j is the same latent in every row (the images of
+``labels=[c] n=per_class``). An unconditional model refuses ``labels``.
 """
 
 from __future__ import annotations
@@ -17,29 +28,60 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchvision.utils import save_image
 
 from genlab.checkpoints.load import load_model
 from genlab.config.arguments import Arg, check_args
 from genlab.config.cli import file_size_limit
-from genlab.config.rules import COUNT, SEED, OneOf, OutputFile, Pattern, Range
+from genlab.config.rules import COUNT, SEED, OneOf, OrNone, OutputFile, Pattern, Range, is_int
 from genlab.config.validation import check_required
 from genlab.errors import ConfigError
-from genlab.metrics.sampling import draw, finite_samples, iter_samples
+from genlab.metrics.sampling import (
+    check_labels,
+    draw,
+    draw_labels,
+    finite_samples,
+    iter_samples,
+    num_classes,
+)
 from genlab.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 FORMATS = (".npy", ".pt", ".png")
 MODES = ("samples", "interpolate")
+DEFAULT_N = 64  # n=null without labels
+
+
+class Labels:
+    """``labels=``: null (none asked for), ``all``, one class index or a list of them."""
+
+    def violation(self, value: Any) -> str | None:
+        if value is None or value == "all" or (is_int(value) and value >= 0):
+            return None
+        if isinstance(value, list) and value and all(is_int(v) and v >= 0 for v in value):
+            return None
+        return f"needs {self.describe()}"
+
+    def describe(self) -> str:
+        return "all, or a list of class indices >= 0"
+
 
 # sample.py's arguments (conf/sample.yaml), checked before the checkpoint is loaded; a key
 # missing from a hand-built config keeps the default run() gives it.
 ARGS = {
-    "n": Arg("the number of samples (rows of walks with mode=interpolate)", COUNT, "64"),
+    "n": Arg(
+        "the number of samples (rows of walks with mode=interpolate); null: 64, or one per "
+        "label of labels=[...]",
+        OrNone(COUNT),
+        "64",
+    ),
+    "labels": Arg("the classes a conditional model is asked for", Labels(), "[3,3,7]"),
+    "per_class": Arg("the images of each class with labels=all", COUNT, "10"),
     "batch_size": Arg("the samples per forward pass", COUNT, "1000"),
     "seed": Arg("the seed of the latents", SEED, "0"),
     "device": Arg(
@@ -80,12 +122,61 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def interpolate(model, rows: int, steps: int, seed: int) -> torch.Tensor:
-    """``rows`` walks of ``steps`` images between pairs of seeded latents, row-major."""
+def interpolate(
+    model, rows: int, steps: int, seed: int, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``rows`` walks of ``steps`` images between pairs of seeded latents, row-major. A
+    conditional model keeps row i in class ``labels[i]`` (without labels, classes drawn
+    uniformly from the same seeded generator after the latents, as ``draw`` does)."""
     g = torch.Generator().manual_seed(seed)
     a, b = (torch.randn(1, rows, model.latent_dim, generator=g) for _ in range(2))
     z = slerp(a, b, torch.linspace(0, 1, steps)).transpose(0, 1).reshape(-1, model.latent_dim)
-    return model.generate(z.to(model.device, model.dtype)).float().clamp(0, 1).cpu()
+    z = z.to(model.device, model.dtype)
+    classes = num_classes(model)
+    if classes and labels is None:
+        labels = draw_labels(classes, rows, g)
+    if labels is None:
+        images = model.generate(z)
+    else:
+        images = model.generate(z, labels.repeat_interleave(steps).to(model.device))
+    return images.float().clamp(0, 1).cpu()
+
+
+def asked_labels(spec: Any, n: int | None, classes: int, where: str) -> torch.Tensor | None:
+    """The classes of ``labels=spec`` (checked against the model's ``classes``; ``where``
+    names its checkpoint): None when none are asked for, every class once for ``all``, else
+    ``n`` images (``len(spec)`` when n is null) cycling through the listed classes."""
+    if spec is None:
+        return None
+    shown = _shown(spec)
+    if not classes:
+        raise ConfigError(
+            f"labels={shown}: the model of {where} is unconditional (it has no classes to ask "
+            "for): drop labels=, or sample a checkpoint of a conditional model (train.py "
+            "model=cgan or model=cvae)."
+        )
+    if spec == "all":
+        if n is not None:
+            raise ConfigError(
+                f"labels=all n={n}: labels=all draws per_class images of each of the model's "
+                f"{classes} classes, one row per class: set per_class= instead of n= (or list "
+                "the classes, labels=[...] n=..., for n images cycling through them)."
+            )
+        return torch.arange(classes)
+    listed = torch.tensor([spec] if is_int(spec) else list(spec), dtype=torch.long)
+    missing = sorted({c for c in listed.tolist() if c >= classes})
+    if missing:
+        raise ConfigError(
+            f"labels={shown}: the model of {where} has {classes} classes (0..{classes - 1}), "
+            f"not {', '.join(map(str, missing))}: ask for classes it was trained on."
+        )
+    count = len(listed) if n is None else n
+    return check_labels(listed[torch.arange(count) % len(listed)], count, classes)
+
+
+def _shown(spec: Any) -> str:
+    """``labels=`` as typed on the command line: all, 3, [3,3,7]."""
+    return f"[{','.join(map(str, spec))}]" if isinstance(spec, list) else str(spec)
 
 
 def run(cfg: DictConfig) -> Path:
@@ -93,28 +184,51 @@ def run(cfg: DictConfig) -> Path:
     check_args(cfg, ARGS)
     out = Path(cfg.out).expanduser()
     mode = cfg.get("mode", "samples")
+    n, spec = cfg.get("n"), cfg.get("labels")
+    if isinstance(spec, ListConfig):
+        spec = OmegaConf.to_container(spec)
+    per_class, steps = cfg.get("per_class", 10), cfg.get("steps", 10)
     device = resolve_device(str(cfg.device))
     model, _ = load_model(
         cfg.ckpt_path, map_location=device, trust=cfg.get("trust_checkpoint") is True
     )
+    where = f"ckpt_path={cfg.ckpt_path}"  # a diverged model's NaN images are not written
+    labels = asked_labels(spec, n, num_classes(model), where)
     if mode == "interpolate" and not hasattr(model, "generate"):
         raise ConfigError(
             f"mode=interpolate walks between latents: {type(model).__name__} has no "
             "generate(z) and latent_dim (docs/models.md). Use mode=samples."
         )
-    steps = cfg.get("steps", 10)
-    count = f"n={cfg.n} x steps={steps}" if mode == "interpolate" else f"n={cfg.n}"
-    images = cfg.n * steps if mode == "interpolate" else cfg.n
-    shape = tuple(next(iter_samples(model, 1, cfg.seed, 1)).shape[1:])  # one image: C, H, W
-    check_size(images, shape, getattr(model, "latent_dim", 0) or 0, out, count)
-    start = time.perf_counter()
-    where = f"ckpt_path={cfg.ckpt_path}"  # a diverged model's NaN images are not written
-    if mode == "interpolate":
-        samples = next(finite_samples([interpolate(model, cfg.n, steps, cfg.seed)], where))
-        nrow = steps
+    # rows: of walks (interpolate), of classes (labels=all) or of a square grid (samples).
+    if spec == "all":
+        rows = len(labels)
+        columns, key = (steps, "steps") if mode == "interpolate" else (per_class, "per_class")
+        count = f"labels=all ({rows} classes) x {key}={columns}"
     else:
-        samples = draw(model, cfg.n, cfg.seed, cfg.batch_size, where)
-        nrow = max(1, int(cfg.n**0.5))
+        rows = len(labels) if labels is not None else DEFAULT_N if n is None else n
+        columns = steps if mode == "interpolate" else 1
+        count = f"n={rows} x steps={steps}" if mode == "interpolate" else f"n={rows}"
+    shape = tuple(next(iter_samples(model, 1, cfg.seed, 1)).shape[1:])  # one image: C, H, W
+    check_size(rows * columns, shape, getattr(model, "latent_dim", 0) or 0, out, count)
+    start = time.perf_counter()
+    if mode == "interpolate":
+        if spec == "all":  # row c is labels=[c]'s walk: one walk, one class per row
+            walks = [interpolate(model, 1, steps, cfg.seed, c.view(1)) for c in labels]
+        else:
+            walks = [interpolate(model, rows, steps, cfg.seed, labels)]
+        samples = torch.cat(list(finite_samples(walks, where)))
+        nrow = steps
+    elif spec == "all":  # row c is labels=[c] n=per_class: column j is one latent throughout
+        samples = torch.cat(
+            [
+                draw(model, per_class, cfg.seed, cfg.batch_size, where, c.repeat(per_class))
+                for c in labels
+            ]
+        )
+        nrow = per_class
+    else:
+        samples = draw(model, rows, cfg.seed, cfg.batch_size, where, labels=labels)
+        nrow = max(1, int(rows**0.5))
     try:
         with atomic_path(out) as tmp:  # a killed job leaves no half-written sample file
             if out.suffix == ".npy":
@@ -127,6 +241,12 @@ def run(cfg: DictConfig) -> Path:
         if err.filename or err.errno is None:
             raise
         raise OSError(err.errno, err.strerror, str(out)) from err
+    if labels is not None:
+        log.info(
+            "classes: labels=%s (%s)",
+            _shown(spec),
+            "one per row" if spec == "all" else "image i of labels[i % len(labels)]",
+        )
     log.info(
         "wrote %d samples %s in [%.3f, %.3f] to %s (%.1fs on %s)",
         len(samples),

@@ -41,7 +41,8 @@ class LoggerAdapter:
         return {}
 
     def log_images(self, key: str, grid: torch.Tensor, caption: str, step: int) -> None:
-        """Log one image grid (CHW floats in [0, 1]) under ``key``, e.g. the epoch's samples."""
+        """Log one image grid (CHW floats in [0, 1]) under ``key``, e.g. the epoch's samples,
+        with ``caption`` (the epoch; a conditional model's grids name the classes of its rows)."""
 
     def save_resume_id(self, checkpoint: dict[str, Any]) -> None:
         """Store in ``checkpoint`` what a run resumed from it needs to continue this logger's
@@ -64,6 +65,9 @@ class CSVAdapter(LoggerAdapter):
 class TensorBoardAdapter(LoggerAdapter):
     def log_images(self, key: str, grid: torch.Tensor, caption: str, step: int) -> None:
         self.logger.experiment.add_image(key, grid, global_step=step)
+        # TensorBoard's images carry no caption: it goes beside them, in the TEXT tab (a tag
+        # of its own, one plugin per tag), at the same step.
+        self.logger.experiment.add_text(f"{key}/caption", caption, global_step=step)
 
 
 class WandbAdapter(LoggerAdapter):
