@@ -240,3 +240,47 @@ def as_unprivileged(fn: Callable[[], T], timeout: float = 60) -> T:
     if status == "raised":
         raise value
     return value
+
+
+# --- class-conditional stand-ins -----------------------------------------------------------------
+
+
+class ClassOracle:
+    """A stand-in class-conditional model (``num_classes`` > 0) without a net: ``sample(n,
+    generator, labels)`` returns real ``images`` of the requested classes, drawn with
+    ``generator`` (uniform classes without ``labels``). ``ignore_labels=True``: images of
+    random classes whatever is asked for, a model that never learnt its labels. Duck-typed like
+    a LightningModule as far as sampling and eval.py reach (``device``, ``to``, ``eval``)."""
+
+    training = False
+
+    def __init__(
+        self, images: Any, labels: Any, num_classes: int = 10, ignore_labels: bool = False
+    ) -> None:
+        import torch
+
+        self.images, self.num_classes, self.ignore_labels = images, num_classes, ignore_labels
+        self.order = labels.argsort(stable=True)  # the images' indices, class by class
+        counts = torch.bincount(labels, minlength=num_classes)
+        if not bool((counts > 0).all()):
+            raise ValueError(f"every class needs an image: counts {counts.tolist()}")
+        self.counts, self.starts = counts, counts.cumsum(0) - counts
+        self.device = torch.device("cpu")
+
+    def to(self, *args: Any, **kwargs: Any) -> ClassOracle:
+        return self
+
+    def eval(self) -> ClassOracle:
+        return self
+
+    def train(self, mode: bool = True) -> ClassOracle:
+        return self
+
+    def sample(self, n: int, generator: Any = None, labels: Any = None) -> Any:
+        import torch
+
+        if labels is None or self.ignore_labels:
+            return self.images[torch.randint(len(self.images), (n,), generator=generator)]
+        labels = labels.cpu()
+        offset = (torch.rand(n, generator=generator) * self.counts[labels]).long()
+        return self.images[self.order[self.starts[labels] + offset]]

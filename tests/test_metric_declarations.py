@@ -9,7 +9,16 @@ import torch
 
 from genlab.callbacks.fid import FIDMonitor
 from genlab.errors import ConfigError
-from genlab.metrics.names import DETAIL_KEYS, SAMPLE_METRICS, SCORE_KEYS, score_keys
+from genlab.metrics.conditional import conditional_score
+from genlab.metrics.names import (
+    CONDITIONAL_KEYS,
+    CONDITIONAL_METRICS,
+    DETAIL_KEYS,
+    SAMPLE_METRICS,
+    SCORE_KEYS,
+    conditional_keys,
+    score_keys,
+)
 from genlab.metrics.scores import score
 from genlab.sweeps import TABLE_METRICS
 from genlab.train import callback_metrics, check_monitor_source
@@ -24,6 +33,26 @@ def test_declared_score_keys_are_what_score_returns() -> None:
         scalars = [k for k, v in scores.items() if isinstance(v, (int, float))]
         assert scalars == list(SCORE_KEYS[metric]), metric
     assert set(score_keys(SAMPLE_METRICS)) >= DETAIL_KEYS
+
+
+def test_declared_conditional_keys_are_what_conditional_score_returns() -> None:
+    generator = torch.Generator().manual_seed(0)
+    classes = 3
+    labels = torch.arange(classes).repeat(10)
+
+    def labelled() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return torch.randn(30, 8, generator=generator), torch.randn(30, classes), labels
+
+    real, fake = labelled(), labelled()
+    for metric in CONDITIONAL_METRICS:
+        scores = conditional_score(real, fake, [metric], classes)
+        assert list(scores) == conditional_keys([metric], classes), metric
+        assert [k for k in scores if "/" not in k] == list(CONDITIONAL_KEYS[metric])
+    assert conditional_keys(["intra_fid"], 2) == ["intra_fid", "intra_fid/0", "intra_fid/1"]
+    # Their own names and keys: the FID callback, the monitor check and the sweep table, which
+    # read SCORE_KEYS, are untouched.
+    assert not set(CONDITIONAL_METRICS) & set(SAMPLE_METRICS)
+    assert not set(conditional_keys(CONDITIONAL_METRICS, classes)) & set(score_keys(SAMPLE_METRICS))
 
 
 def test_fid_callback_declares_its_keys_by_setting() -> None:

@@ -3,14 +3,19 @@
     python eval.py ckpt_path=outputs/train/runs/<time>/checkpoints/best.ckpt
     python eval.py ckpt_path=... metrics=[fid,kid,is,pr,coverage,nll] num_samples=10000
     python eval.py samples=other_project_samples.npy data=mnist
+    python eval.py ckpt_path=... metrics=[fid,cond_acc,intra_fid,class_pr]   # conditional model
 
 Sample metrics (``fid kid is pr coverage``) compare ``num_samples`` seeded samples (or the file's)
 with the *test* split through ``features`` (mnist_classifier by default; inception for numbers
-comparable with papers); the real features are cached. Model metrics run ``trainer.test``;
-each model declares the ones its ``test_step`` computes (``model_metrics``, docs/models.md):
-``nll`` (VAE importance-weighted bound with ``nll_samples`` samples per image), ``recon``
-(VAE SSIM/PSNR), ``d_acc`` (GAN discriminator accuracy on held-out real vs fake). Prints a
-table and writes ``metrics.json`` and ``metrics.csv`` into the eval run directory.
+comparable with papers); the real features are cached (with the images' labels). A conditional
+model draws those samples' classes uniformly. Its class-conditional metrics (``cond_acc
+intra_fid class_pr``, metrics/conditional.py) are computed on ``num_samples // num_classes``
+seeded samples of every class, asked for by label; other models and sample files refuse them.
+Model metrics run ``trainer.test``; each model declares the ones its ``test_step`` computes
+(``model_metrics``, docs/models.md): ``nll`` (VAE importance-weighted bound with
+``nll_samples`` samples per image), ``recon`` (VAE SSIM/PSNR), ``d_acc`` (GAN discriminator
+accuracy on held-out real vs fake). Prints a table and writes ``metrics.json`` and
+``metrics.csv`` into the eval run directory.
 """
 
 from __future__ import annotations
@@ -41,10 +46,25 @@ from genlab.config.instantiate import instantiate_group
 from genlab.config.rules import COUNT, SEED, FilePath, Names, OrNone
 from genlab.config.validation import check_accelerator, check_own_config, check_types
 from genlab.errors import ConfigError, DataError
-from genlab.metrics.feature_sets import AUDIT_SPLITS, extract, real_features, split_images
+from genlab.metrics.conditional import (
+    MIN_PER_CLASS,
+    balanced_labels,
+    check_classifier,
+    check_conditional,
+    conditional_score,
+    too_few_per_class,
+)
+from genlab.metrics.feature_sets import (
+    AUDIT_SPLITS,
+    extract,
+    labelled_real_features,
+    real_features,
+    split_images,
+)
 from genlab.metrics.memorization import MIN_SAMPLES as AUDIT_MIN_SAMPLES
 from genlab.metrics.memorization import closest_pairs, memorization_report
-from genlab.metrics.sampling import draw, finite_samples, iter_samples
+from genlab.metrics.names import CONDITIONAL_METRICS
+from genlab.metrics.sampling import draw, finite_samples, iter_samples, num_classes
 from genlab.metrics.scores import SAMPLE_METRICS, require_finite, score, too_few
 from genlab.resume.run_dir import check_cache_dir
 from genlab.utils.atomic import atomic_path
@@ -52,6 +72,8 @@ from genlab.utils.atomic import atomic_path
 log = logging.getLogger(__name__)
 # Needs the training images too: nearest-neighbour distances and the data-copying test.
 AUDIT_METRICS = ("memorization",)
+# CONDITIONAL_METRICS (cond_acc, intra_fid, class_pr): samples of requested classes, for
+# conditional models only.
 # Any other name is a model metric: the checkpoint's model says whether it computes it.
 
 # eval.py's own arguments (conf/eval.yaml), checked before anything is loaded; the groups
@@ -291,16 +313,64 @@ def audit_memorization(
     return results
 
 
+def score_conditional(
+    cfg: DictConfig,
+    model: pl.LightningModule,
+    metrics: list[str],
+    extractor,
+    real: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    datamodule,
+    device: torch.device,
+    info: dict,
+) -> dict[str, float]:
+    """The class-conditional metrics (``test/cond_acc``, ``test/intra_fid``,
+    ``test/intra_fid/<c>``, ...) on ``num_samples // num_classes`` seeded samples of every
+    class, asked for by label, against the test images of each class."""
+    start = time.perf_counter()
+    classes = num_classes(model)
+    labels = balanced_labels(classes, cfg.num_samples)
+    where = f"ckpt_path={cfg.ckpt_path}"
+    batches = iter_samples(model.to(device), len(labels), cfg.seed, cfg.batch_size, labels)
+    fake = extract(extractor, finite_samples(batches, where), device)
+    data = getattr(datamodule, "dataset", None) or type(datamodule).__name__
+    classes_of = getattr(extractor, "classes_of", None)
+    if "cond_acc" in metrics and classes_of != data:
+        log.warning(
+            "cond_acc reads features=%s's classes (those of %s) as the model's: on data %s it "
+            "is only meaningful if that classifier was trained on %s's classes.",
+            extractor.name, classes_of or "unknown data", data, data,
+        )  # fmt: skip
+    scores = conditional_score(
+        real, (*fake, labels), metrics, classes,
+        sources=(f"the {data} test images", f"{where}'s class-conditional samples"),
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    info.update(
+        conditional_num_samples=len(labels), conditional_samples_per_class=len(labels) // classes,
+        num_classes=classes, conditional_metrics_seconds=round(seconds, 2),
+        real_per_class=torch.bincount(real[2][real[2] >= 0]).tolist(),
+    )  # fmt: skip
+    log.info(
+        "%s on %d samples of each of %d classes vs the test images of each class: %.1f s",
+        ",".join(metrics), len(labels) // classes, classes, seconds,
+    )  # fmt: skip
+    if cfg.num_samples % classes:
+        log.info("num_samples=%d is not a multiple of %d classes: %d samples drawn",
+                 cfg.num_samples, classes, len(labels))  # fmt: skip
+    return {f"test/{k}": float(v) for k, v in scores.items()}
+
+
 def _check_spelling(names: list[str]) -> None:
     """A name one letter off a sample metric is a typo, not a model metric (checked before
     anything is loaded)."""
-    known = (*SAMPLE_METRICS, *AUDIT_METRICS, "model")
+    known = (*SAMPLE_METRICS, *AUDIT_METRICS, *CONDITIONAL_METRICS, "model")
     for name in names:
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
         if name not in known and close:
             raise ConfigError(
                 f"metrics={names}: {name!r} is not a metric; did you mean {close[0]!r}? Sample "
-                f"metrics: {', '.join(SAMPLE_METRICS)}; model metrics: those the checkpoint's "
+                f"metrics: {', '.join(SAMPLE_METRICS)}; conditional models' metrics: "
+                f"{', '.join(CONDITIONAL_METRICS)}; model metrics: those the checkpoint's "
                 "model declares (metrics=[model] for all of them)."
             )
 
@@ -308,9 +378,9 @@ def _check_spelling(names: list[str]) -> None:
 def _check_metrics(names: list[str], model: pl.LightningModule | None, path: str) -> None:
     """Sample and audit metrics work for every model; a model metric must be one the model
     declares. Inapplicable model metrics are skipped when others run; asked for alone, e.g.
-    ``metrics=[nll]`` on a GAN, they are an error."""
+    ``metrics=[nll]`` on a GAN, they are an error. (Conditional metrics: ``check_conditional``.)"""
     offered = model_metrics(model)
-    known = (*SAMPLE_METRICS, *AUDIT_METRICS)
+    known = (*SAMPLE_METRICS, *AUDIT_METRICS, *CONDITIONAL_METRICS)
     if model is None:
         unknown = [m for m in names if m not in known]
         if unknown and len(unknown) == len(names):
@@ -329,13 +399,41 @@ def _check_metrics(names: list[str], model: pl.LightningModule | None, path: str
 
 
 def _too_few(names: list[str], count: int) -> list[str]:
-    """What ``count`` samples cannot give among the requested sample and audit metrics."""
+    """What ``count`` samples cannot give among the requested sample and audit metrics (and
+    conditional ones, whatever the model's classes: ``count`` is at most one class's share)."""
     problems = too_few(names, count)
     if "memorization" in names and count < AUDIT_MIN_SAMPLES:
         problems.append(
             f"memorization needs >= {AUDIT_MIN_SAMPLES} (a data-copying cell's samples)"
         )
-    return problems
+    return problems + too_few_per_class(names, count)
+
+
+def _check_conditional_counts(names: list[str], model, num_samples: int) -> None:
+    """``num_samples`` split evenly over the conditional model's classes must give each class
+    enough samples for every requested conditional metric (checked once the model is known)."""
+    conditional = [m for m in names if m in CONDITIONAL_METRICS]
+    if not conditional:
+        return
+    classes = num_classes(model)
+    problems = too_few_per_class(conditional, num_samples // classes)
+    if problems:
+        least = max(MIN_PER_CLASS[m][0] for m in conditional)
+        raise ConfigError(
+            f"num_samples={num_samples} gives {num_samples // classes} samples to each of the "
+            f"model's {classes} classes, too few: {'; '.join(problems)}. Raise num_samples to "
+            f">= {least * classes}, or leave those metrics out of metrics=[...]."
+        )
+
+
+def _check_classifier_before_loading(names: list[str], model, features_cfg: DictConfig) -> None:
+    """cond_acc with a feature net of another class count: refused before any data is read,
+    from the class's own ``num_classes`` (a net that does not declare it is checked later)."""
+    if "cond_acc" in names and num_classes(model):
+        extractor = get_class(features_cfg._target_)
+        name = getattr(extractor, "name", extractor.__name__)
+        check_classifier(getattr(extractor, "num_classes", None), num_classes(model),
+                         f"features={name}")  # fmt: skip
 
 
 def check_arguments(cfg: DictConfig) -> list[str]:
@@ -351,6 +449,8 @@ def check_arguments(cfg: DictConfig) -> list[str]:
         raise ConfigError(
             "samples=... needs data=<group> for the real images to compare with, e.g. data=mnist."
         )
+    if cfg.get("samples"):  # a file has no classes: refused before it is read
+        check_conditional(names, None, f"samples={cfg.samples}")
     check_accelerator(cfg.trainer)
     for group in ("trainer", "features", "data"):
         if cfg.get(group):
@@ -396,7 +496,13 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     if "model" in names:  # every metric the model declares (none for a sample file)
         at = names.index("model")
         names[at : at + 1] = [m for m in model_metrics(model) if m not in names]
+    where = next(f"{k}={v}" for k, v in source.items())  # names the samples in errors
+    # Conditional metrics on a model without classes (or a sample file): an error, whatever
+    # else is asked for.
+    conditional = check_conditional(names, model, where)
     _check_metrics(names, model, str(cfg.get("ckpt_path")))
+    _check_conditional_counts(names, model, cfg.num_samples)
+    _check_classifier_before_loading(names, model, cfg.features)
     print_config_if_asked(cfg)  # after the checks above: a mistake's line ends the output
     data_cfg = _data_config(cfg, train_cfg, shape)
     if "memorization" in names and "augment" in data_cfg:
@@ -406,17 +512,23 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     device = torch.device("cuda" if on_gpu else "cpu")
     results: dict[str, float] = {}
     info: dict = {**source, "requested": names}
-    where = next(f"{k}={v}" for k, v in source.items())  # names the samples in errors
 
     sample_metrics = [m for m in names if m in SAMPLE_METRICS]
     audit = "memorization" in names
     if audit and samples is None:  # the audit compares pixels too: keep the images
         samples = draw(model.to(device), cfg.num_samples, cfg.seed, cfg.batch_size, where)
-    if sample_metrics or audit:
+    if sample_metrics or audit or conditional:
         extractor = instantiate(cfg.features)
+        if "cond_acc" in conditional:  # a feature net that did not declare its classes
+            classifier = getattr(extractor, "num_classes", None)
+            check_classifier(classifier, num_classes(model), f"features={extractor.name}")
         start = time.perf_counter()
-        real = real_features(datamodule, "test", extractor, cfg.paths.cache_dir, device=device)
+        real_feats, real_logits, real_labels = labelled_real_features(
+            datamodule, "test", extractor, cfg.paths.cache_dir, device=device
+        )
+        real = (real_feats, real_logits)
         real_seconds = time.perf_counter() - start
+    if sample_metrics or audit:
         if samples is not None:
             fake = extract(extractor, samples.split(cfg.batch_size), device)
         else:  # streamed batch by batch; a diverged model's NaN images stop at the first batch
@@ -448,8 +560,16 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
         )  # fmt: skip
         if len(fake[0]) < 10000 and "fid" in sample_metrics:
             log.warning("FID on %d < 10000 samples is biased upwards: report 10k.", len(fake[0]))
+    if conditional:
+        results.update(
+            score_conditional(
+                cfg, model, conditional, extractor, (*real, real_labels), datamodule, device, info
+            )
+        )
 
-    requested = [m for m in names if m not in (*SAMPLE_METRICS, *AUDIT_METRICS)]
+    requested = [
+        m for m in names if m not in (*SAMPLE_METRICS, *AUDIT_METRICS, *CONDITIONAL_METRICS)
+    ]
     if model is None and requested:
         log.info("metrics %s need a checkpoint, not a sample file: skipped", requested)
     if model is not None and requested:
@@ -489,13 +609,18 @@ def _report(results: dict[str, float], info: dict, out_dir: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(["metric", "value"])
         writer.writerows(sorted(results.items()))
-    caption = (
-        f"sample metrics: {info['num_samples']} samples vs {info['num_real']} test images, "
-        f"{info['features']} features"
-        if "num_samples" in info
-        else None
-    )
-    table = Table(title="genlab eval", caption=caption)
+    captions = []
+    if "num_samples" in info:
+        captions.append(
+            f"sample metrics: {info['num_samples']} samples vs {info['num_real']} test images, "
+            f"{info['features']} features"
+        )
+    if "conditional_num_samples" in info:
+        captions.append(
+            f"conditional metrics: {info['conditional_samples_per_class']} samples of each of "
+            f"{info['num_classes']} classes vs each class's test images"
+        )
+    table = Table(title="genlab eval", caption="; ".join(captions) or None)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted(results.items()):

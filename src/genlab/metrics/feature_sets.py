@@ -2,8 +2,10 @@
 
 Real features are computed once per (data set, split, resolution, channels, extractor and its
 weights, image count) and stored under ``cache_dir`` as ``<data>-<split>-<n>x<C>x<H>x<W>-
-<extractor>-<digest>.pt``. The digest hashes the images' 8-bit pixels and the extractor's
-identity, so any change to the data, the split, the resize or the weights picks a new file.
+<extractor>-<digest>.pt``, with the images' class labels beside them (the class-conditional
+metrics compare each class with its own real images). The digest hashes the images' 8-bit
+pixels, their labels and the extractor's identity, so any change to the data, the split, the
+resize, the labels or the weights picks a new file.
 
 A cache file is derived data: one that cannot be loaded (truncated, garbage, another type) or
 does not match its key is moved aside to ``<name>.corrupt-<n>`` (kept for inspection, never
@@ -26,11 +28,14 @@ from genlab.metrics.sampling import iter_samples
 from genlab.utils.atomic import atomic_path, move_aside
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2  # bump when the stored format or the feature pipeline changes
+CACHE_VERSION = 3  # bump when the stored format or the feature pipeline changes (3: labels)
 SPLITS = ("val", "test")  # what sample metrics compare with: never the training images
 AUDIT_SPLITS = ("train", *SPLITS)  # the memorization audit compares with those too
 
 Features = tuple[Tensor, Tensor]  # (features [N, D], logits [N, K]), on the CPU
+# (features [N, D], logits [N, K], labels [N]): int64 classes, -1 for an image without one
+LabelledFeatures = tuple[Tensor, Tensor, Tensor]
+NO_LABEL = -1  # the label of an item that carries none (a data set of bare images)
 
 
 @torch.inference_mode()
@@ -53,22 +58,25 @@ def generated_features(
     num_samples: int,
     seed: int = 0,
     batch_size: int = 500,
+    labels: Tensor | None = None,
 ) -> Features:
-    """Features of ``num_samples`` seeded samples of ``model``, generated batch by batch."""
+    """Features of ``num_samples`` seeded samples of ``model``, generated batch by batch; a
+    conditional model draws sample i of class ``labels[i]`` (uniform classes without)."""
     was_training = model.training
     model.eval()
     try:
-        batches = iter_samples(model, num_samples, seed, batch_size)
+        batches = iter_samples(model, num_samples, seed, batch_size, labels)
         return extract(extractor, batches, model.device)
     finally:
         model.train(was_training)
 
 
-def split_images(
+def split_items(
     datamodule, split: str, num_images: int | None = None, allowed: tuple[str, ...] = SPLITS
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """The first ``num_images`` images of a data module's ``train``, ``val`` or ``test`` split,
-    in [0, 1] (the training set as the model saw it, before augmentation: see evaluate)."""
+    in [0, 1] (the training set as the model saw it, before augmentation: see evaluate), and
+    their classes (int64; ``NO_LABEL`` for items without one)."""
     if split not in allowed:
         raise ConfigError(f"real statistics use split={split!r}: choose one of {allowed}.")
     dataset = getattr(datamodule, f"{split}_set", None)
@@ -78,7 +86,17 @@ def split_images(
         dataset = getattr(datamodule, f"{split}_set")
     n = len(dataset) if num_images is None else min(num_images, len(dataset))
     items = [dataset[i] for i in range(n)]
-    return torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items])
+    pairs = [item if isinstance(item, (tuple, list)) else (item,) for item in items]
+    images = torch.stack([pair[0] for pair in pairs])
+    labels = torch.tensor([int(p[1]) if len(p) > 1 else NO_LABEL for p in pairs], dtype=torch.long)
+    return images, labels.reshape(n)
+
+
+def split_images(
+    datamodule, split: str, num_images: int | None = None, allowed: tuple[str, ...] = SPLITS
+) -> Tensor:
+    """The images of ``split_items``, without their labels."""
+    return split_items(datamodule, split, num_images, allowed)[0]
 
 
 def _atomic_save(obj: object, path: Path) -> None:
@@ -87,8 +105,10 @@ def _atomic_save(obj: object, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def _load_cached(path: Path, key: str, n: int, extractor: FeatureExtractor) -> Features | str:
-    """The cached features, or what is wrong with the file."""
+def _load_cached(
+    path: Path, key: str, n: int, extractor: FeatureExtractor
+) -> LabelledFeatures | str:
+    """The cached features, logits and labels, or what is wrong with the file."""
     try:
         cached = torch.load(path, map_location="cpu", weights_only=True)
     except LOAD_ERRORS as e:
@@ -106,7 +126,10 @@ def _load_cached(path: Path, key: str, n: int, extractor: FeatureExtractor) -> F
             return f"its {name} are not a 2-d float tensor"
         if len(value) != n or (dim is not None and value.shape[1] != dim):
             return f"its {name} have shape {list(value.shape)}, not [{n}, {dim or 'D'}]"
-    return features, logits
+    labels = cached.get("labels")
+    if not isinstance(labels, Tensor) or labels.dtype != torch.long or labels.shape != (n,):
+        return f"its labels are not {n} int64 classes"
+    return features, logits, labels
 
 
 def real_features(
@@ -120,9 +143,28 @@ def real_features(
     allowed: tuple[str, ...] = SPLITS,
 ) -> Features:
     """Features of real images, from the cache when an identical set was extracted before."""
-    images = split_images(datamodule, split, num_images, allowed)
+    features, logits, _ = labelled_real_features(
+        datamodule, split, extractor, cache_dir, num_images, batch_size, device, allowed
+    )
+    return features, logits
+
+
+def labelled_real_features(
+    datamodule,
+    split: str,
+    extractor: FeatureExtractor,
+    cache_dir: str | Path | None,
+    num_images: int | None = None,
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+    allowed: tuple[str, ...] = SPLITS,
+) -> LabelledFeatures:
+    """``real_features`` and the images' classes (``NO_LABEL`` where an image has none), for
+    the class-conditional metrics: one cache file holds all three."""
+    images, labels = split_items(datamodule, split, num_images, allowed)
     pixels = quantize(images).mul(255).to(torch.uint8)
     digest = hashlib.sha256(pixels.numpy().tobytes())
+    digest.update(labels.numpy().tobytes())
     digest.update(f"{extractor.identity}-v{CACHE_VERSION}".encode())
     key = digest.hexdigest()
     name = getattr(datamodule, "dataset", None) or type(datamodule).__name__
@@ -139,8 +181,8 @@ def real_features(
                 "real-feature cache %s is broken (%s): moved aside to %s; extracting again",
                 path, cached, moved or "(already gone)",
             )  # fmt: skip
-    features = extract(extractor, images.split(batch_size), device)
+    features, logits = extract(extractor, images.split(batch_size), device)
     if path is not None:
-        _atomic_save({"key": key, "features": features[0], "logits": features[1]}, path)
+        _atomic_save({"key": key, "features": features, "logits": logits, "labels": labels}, path)
         log.info("cached real features: %s", path)
-    return features
+    return features, logits, labels

@@ -60,6 +60,10 @@ class FeatureExtractor(nn.Module):
     identity: str
     num_features: int
     num_classes: int
+    # The data set whose classes the logits are (the conditional accuracy reads them as the
+    # model's classes, which is only meaningful on that data); None: unknown. Like num_classes,
+    # read from the class, before loading.
+    classes_of: str | None = None
     # Smallest image side scored. Both nets resize any input, but below 8 px (sklearn's digits
     # and the smallest downsampled ImageNet are 8x8) no shape is left for features to describe,
     # and eval.py would shrink the real images to match. Read from the class, before loading.
@@ -108,6 +112,8 @@ class MNISTClassifierFeatures(FeatureExtractor):
     """
 
     name = "mnist_classifier"
+    num_features, num_classes = MNISTClassifier.num_features, MNISTClassifier.num_classes
+    classes_of = "mnist"  # the ten digits (scripts/train_mnist_classifier.py trains on MNIST)
 
     def __init__(self, weights: str | Path | None = None) -> None:
         super().__init__()
@@ -123,7 +129,6 @@ class MNISTClassifierFeatures(FeatureExtractor):
         self.net.eval().requires_grad_(False)
         self.test_accuracy = float(saved.get("test_accuracy", float("nan")))
         self.identity = f"{self.name}-{file_digest(path)}"
-        self.num_features, self.num_classes = MNISTClassifier.num_features, 10
 
     def train(self, mode: bool = True) -> MNISTClassifierFeatures:
         return super().train(False)  # BatchNorm/Dropout must stay in inference mode
@@ -190,6 +195,8 @@ class InceptionFeatures(FeatureExtractor):
     """
 
     name = "inception"
+    num_features, num_classes = 2048, 1008
+    classes_of = "imagenet"  # the TF graph's 1008 logits: ImageNet's classes, padded
 
     def __init__(self, weights: str | Path | None = None) -> None:
         super().__init__()
@@ -217,7 +224,6 @@ class InceptionFeatures(FeatureExtractor):
                 f"for MNIST-like data, use the offline extractor: features=mnist_classifier."
             ) from e
         self.identity = f"{self.name}-{file_digest(path) if path else INCEPTION_FILE[:-4]}"
-        self.num_features, self.num_classes = 2048, 1008
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
