@@ -38,6 +38,8 @@ from genlab.callbacks.time_marks import mark_name
 ROOT = Path(__file__).resolve().parents[1]
 
 COLUMNS = ("recipe", "minute", "fid", "precision", "recall", "class_kl", "nll_nats")
+# --conditional: the class-conditional metrics too (docs/evaluation.md), for conditional recipes.
+CONDITIONAL_COLUMNS = ("cond_acc", "intra_fid", "class_precision", "class_recall")
 
 
 def parse_recipe(text: str) -> tuple[str, list[str]]:
@@ -75,7 +77,7 @@ def score(name: str, run_dir: Path, minute: float, args: argparse.Namespace) -> 
     eval_dir = run_dir / "time_to_quality" / f"minute_{minute:g}"
     command = [
         sys.executable, str(ROOT / "eval.py"), f"ckpt_path={checkpoint}",
-        "metrics=[fid,pr,coverage,model]", f"num_samples={args.num_samples}",
+        f"metrics=[{','.join(metric_names(args))}]", f"num_samples={args.num_samples}",
         f"nll_samples={args.nll_samples}", f"hydra.run.dir={eval_dir}", "extras.print_config=false",
         *args.eval_overrides,
     ]  # fmt: skip
@@ -84,8 +86,17 @@ def score(name: str, run_dir: Path, minute: float, args: argparse.Namespace) -> 
     return {
         "recipe": name,
         "minute": minute,
-        **{k: metrics.get(f"test/{k}") for k in COLUMNS[2:]},
+        **{k: metrics.get(f"test/{k}") for k in columns(args)[2:]},
     }
+
+
+def metric_names(args: argparse.Namespace) -> list[str]:
+    conditional = ["cond_acc", "intra_fid", "class_pr"] if args.conditional else []
+    return ["fid", "pr", "coverage", "model", *conditional]
+
+
+def columns(args: argparse.Namespace) -> tuple[str, ...]:
+    return COLUMNS + (CONDITIONAL_COLUMNS if args.conditional else ())
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -127,6 +138,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         "quarters of the budget)")  # fmt: skip
     parser.add_argument("--recipe", action="append", help="name=overrides (repeatable)")
     parser.add_argument("--num-samples", type=int, default=10000)
+    parser.add_argument("--conditional", action="store_true", help="also score conditional "
+                        "accuracy, intra-class FID and per-class precision/recall")  # fmt: skip
     parser.add_argument("--nll-samples", type=int, default=100, help="IWAE k for NLL models")
     parser.add_argument("--eval-override", dest="eval_overrides", action="append", default=[],
                         help="an override for eval.py, e.g. ++trainer.limit_test_batches=4")  # fmt: skip
@@ -153,14 +166,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows += [score(name, run_dir, minute, args) for minute in written_marks(run_dir)]
 
     header = f"time to quality on {machine()}: {args.num_samples} samples vs the test set"
-    print(f"\n{header}\n| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
+    shown = columns(args)
+    print(f"\n{header}\n| " + " | ".join(shown) + " |\n|" + "---|" * len(shown))
     for row in rows:
         cells = [f"{v:.4g}" if isinstance(v, float) else "-" if v is None else str(v)
-                 for v in (row[c] for c in COLUMNS)]  # fmt: skip
+                 for v in (row.get(c) for c in shown)]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=shown, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     (out / "results.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
