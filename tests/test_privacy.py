@@ -379,3 +379,23 @@ def test_privacy_table_reads_quality_budget_and_audit(tmp_path: Path) -> None:
     cells = row(run_dir)
     assert cells[:4] == ["VAE", "1.00", "1.006", "33.29"]
     assert "144.8" in cells and "23.5" in cells and "- / 0.00" in cells and "28" in cells
+
+
+def test_a_conditional_gan_trains_privately_with_its_labels(make_cfg) -> None:
+    """Labels are part of each private example: the projection discriminator's class embedding
+    (zero at the start) learns from clipped, noised per-example gradients like D's other
+    weights, and the budget is accounted as for the unconditional GAN."""
+    cfg = make_cfg(
+        "model=cgan",
+        *DP,
+        "model.discriminator.minibatch_std=false",  # mixes a batch's examples
+        "model.r1_gamma=0",  # a double backward
+        "privacy.noise_multiplier=1.0",
+    )
+    run(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    epsilons = _epsilons(run_dir)
+    assert len(epsilons) == 2 and 0 < epsilons[0] < epsilons[1]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    (embedding,) = [v for k, v in state.items() if k.endswith("discriminator.embed.weight")]
+    assert embedding.shape[0] == 10 and embedding.abs().sum() > 0
