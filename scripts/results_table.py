@@ -47,12 +47,12 @@ NONE = "\u2013"  # an en dash: the metric does not apply (a GAN's NLL)
 GRID = {"n": 100, "seed": 0, "batch_size": 100, "device": "cpu"}  # 10x10, the same on any machine
 HEADER = (
     "name", "training command", "minutes", "machine", "FID", "KID", "precision", "recall",
-    "class KL", "NLL (nats)", "samples (seed 0)", "reproduce",
+    "class KL", "NLL (nats)", "cond. acc", "intra-FID", "samples (seed 0)", "reproduce",
 )  # fmt: skip
 # (metrics.json key, digits); None: the model does not compute it
 METRICS = (
     ("test/fid", 2), ("test/kid", 4), ("test/precision", 2), ("test/recall", 2),
-    ("test/class_kl", 3), ("test/nll_nats", 1),
+    ("test/class_kl", 3), ("test/nll_nats", 1), ("test/cond_acc", 3), ("test/intra_fid", 2),
 )  # fmt: skip
 
 
@@ -107,10 +107,16 @@ def evaluate(name: str, folder: Path, digest: str, eval_args: list[str]) -> dict
 
 
 def sample_grid(checkpoint: Path, out: Path) -> Path:
-    """The 10x10 grid of seeded samples (sample.py's own code, on the CPU)."""
+    """The 10x10 grid of seeded samples (sample.py's own code, on the CPU); a conditional
+    model's has one row per class (``labels=all``, 10 per class)."""
+    from genlab.checkpoints.load import load_model
+    from genlab.metrics.sampling import num_classes
     from genlab.sample import run
 
-    return run(OmegaConf.create({"ckpt_path": str(checkpoint), "out": str(out), **GRID}))
+    grid = dict(GRID)
+    if num_classes(load_model(checkpoint, "cpu")[0]):
+        grid.update(n=None, labels="all", per_class=10)
+    return run(OmegaConf.create({"ckpt_path": str(checkpoint), "out": str(out), **grid}))
 
 
 def _cell(text: object) -> str:
@@ -155,7 +161,11 @@ def protocol(cached: list[dict]) -> str:
         text += f"; NLL: importance-weighted bound with k={'/'.join(map(str, k))}"
         if images:
             text += f" on {'/'.join(map(str, images))} test images"
-    return text + f". NLL is {NONE} for models without a likelihood (GANs)."
+    return text + (
+        f". NLL is {NONE} for models without a likelihood (GANs); conditional accuracy and "
+        f"intra-class FID (docs/evaluation.md) are {NONE} for unconditional models, and their "
+        "grids have one row per class."
+    )
 
 
 def render(rows: list[str], cached: list[dict], missing: list[str]) -> str:

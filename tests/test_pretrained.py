@@ -229,7 +229,8 @@ def test_results_table_from_cached_scores(
     assert Image.open(figures / "pretrained_tiny_gan.png").size == (302, 302)
     assert "| `tiny_gan` | `python train.py model=gan` | 0.1 | " in text
     assert (
-        "| 12.35 | 0.0123 | 0.70 | 0.60 | 0.099 | \u2013 | ![tiny_gan](figures/pretrained_" in text
+        "| 12.35 | 0.0123 | 0.70 | 0.60 | 0.099 | \u2013 | \u2013 | \u2013 | "
+        "![tiny_gan](figures/pretrained_" in text
     )
     doc = results.read_text()
     assert doc.startswith("# Results\n\nsomething else\n\n## Pretrained checkpoints\n")
