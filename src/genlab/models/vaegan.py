@@ -121,8 +121,11 @@ class VAEGAN(GenerativeModel):
     def _forward(self, x01: torch.Tensor):
         mu, logvar = self.encode(x01)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        x_rec = self.decoder(z)
-        x_prior = self.decoder(self.noise(len(x01)))
+        # One decoder pass over both kinds of code: its BatchNorm then normalises training
+        # batches as its running statistics will at sampling time. Two passes would train the
+        # prior samples under prior-only statistics and sample them under a mix of posterior
+        # and prior ones (the posterior's codes sit tens of nats from the prior).
+        x_rec, x_prior = self.decoder(torch.cat([z, self.noise(len(x01))])).chunk(2)
         return mu, logvar, x_rec, x_prior
 
     def _feature_loss(self, x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
