@@ -63,6 +63,7 @@ class VAEGAN(GenerativeModel):
         r1_gamma: Annotated[float, NON_NEGATIVE] = 0.0,
         r1_every: Annotated[int, AT_LEAST_ONE] = 16,
         ema_decay: Annotated[float, DECAY] | None = None,
+        adversarial_reconstructions: bool = True,
         **base: Any,  # latent_dim, monitor, scheduler, ...: see GenerativeModel
     ) -> None:
         super().__init__(**base)
@@ -80,6 +81,7 @@ class VAEGAN(GenerativeModel):
         self.d_optimizer_factory = d_optimizer or optimizer
         self.beta, self.gamma, self.pixel_weight = beta, gamma, pixel_weight
         self.r1_gamma, self.r1_every = r1_gamma, r1_every
+        self.adversarial_reconstructions = adversarial_reconstructions
         self.decoder_ema = ema_copy(decoder) if ema_decay is not None else None
         self.ema_decay = ema_decay
         if ema_decay is not None:  # in the checkpoint, so a resumed run keeps its warm-up
@@ -139,7 +141,10 @@ class VAEGAN(GenerativeModel):
 
         # 1. Discriminator: real against reconstructions and prior samples.
         self.toggle_optimizer(opt_d)
-        fakes = torch.cat([x_rec.detach(), x_prior.detach()])
+        # Larsen et al.'s D judges reconstructions too; without them D and the decoder's
+        # adversarial loss see prior samples only, as in the GAN.
+        judged = [x_rec, x_prior] if self.adversarial_reconstructions else [x_prior]
+        fakes = torch.cat([x.detach() for x in judged])
         real_logits, fake_logits = self.discriminator(x), self.discriminator(fakes)
         d_loss = nonsaturating_d_loss(real_logits, fake_logits)
         if self.r1_gamma and batch_idx % self.r1_every == 0:
@@ -155,7 +160,7 @@ class VAEGAN(GenerativeModel):
         self.discriminator.requires_grad_(False)
         feature_loss = self._feature_loss(x, x_rec)
         kl = gaussian_kl(mu, logvar).mean()
-        adversarial = nonsaturating_g_loss(self.discriminator(torch.cat([x_rec, x_prior])))
+        adversarial = nonsaturating_g_loss(self.discriminator(torch.cat(judged)))
         enc_loss = self.beta * kl + feature_loss
         dec_loss = self.gamma * feature_loss + adversarial
         if self.pixel_weight:
