@@ -12,9 +12,10 @@ features ``D_l`` before D's last layer, summed over them) and ``gamma`` trades r
 fidelity against realism in the decoder (Larsen et al.'s weighting of content vs style).
 Images are [0, 1] at the boundary; the tanh decoder and D work in [-1, 1].
 
-What the default GAN learned carries over, each one switch: ``r1_gamma``/``r1_every`` (lazy R1
-on D's real images), ``ema_decay`` (samples and reconstructions from a moving average of the
-decoder) and the default's nets (conf/model/vaegan.yaml). ``pixel_weight`` adds
+What the default GAN learned is available, each one switch, off in conf/model/vaegan.yaml:
+``r1_gamma``/``r1_every`` (lazy R1 on D's real images), ``ema_decay`` (samples and
+reconstructions from a moving average of the decoder) and ``adversarial_reconstructions=false``
+(D and the decoder's adversarial loss on prior samples only, as in the GAN). ``pixel_weight`` adds
 ``0.5 * ||x - x_rec||^2`` per image to the encoder's and decoder's losses: the feature loss
 alone keeps strokes sharp but lets them drift by a pixel, which SSIM counts as blur.
 """
@@ -123,11 +124,8 @@ class VAEGAN(GenerativeModel):
     def _forward(self, x01: torch.Tensor):
         mu, logvar = self.encode(x01)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        # One decoder pass over both kinds of code: its BatchNorm then normalises training
-        # batches as its running statistics will at sampling time. Two passes would train the
-        # prior samples under prior-only statistics and sample them under a mix of posterior
-        # and prior ones (the posterior's codes sit tens of nats from the prior).
-        x_rec, x_prior = self.decoder(torch.cat([z, self.noise(len(x01))])).chunk(2)
+        x_rec = self.decoder(z)
+        x_prior = self.decoder(self.noise(len(x01)))
         return mu, logvar, x_rec, x_prior
 
     def _feature_loss(self, x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
