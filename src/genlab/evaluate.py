@@ -366,6 +366,10 @@ def _check_spelling(names: list[str]) -> None:
     known = (*SAMPLE_METRICS, *AUDIT_METRICS, *CONDITIONAL_METRICS, "model")
     for name in names:
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        # The longer conditional names need a closer match: a model's own d_acc is not a
+        # misspelt cond_acc (similarity 0.77), cond_ac or intra_fd are (0.93, 0.94).
+        if close and close[0] in CONDITIONAL_METRICS:
+            close = difflib.get_close_matches(name, CONDITIONAL_METRICS, n=1, cutoff=0.85)
         if name not in known and close:
             raise ConfigError(
                 f"metrics={names}: {name!r} is not a metric; did you mean {close[0]!r}? Sample "
