@@ -14,6 +14,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,9 +85,10 @@ def check_writable(directory: str | Path) -> str | None:
         return "it is a file, not a folder"  # mkdir's own word for it: "File exists"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".genlab_write_test"
-        probe.write_text("")
-        probe.unlink()
+        # A probe of its own name: runs started together (a job array, a sweep's workers)
+        # check the same folder, and a shared name let one delete the other's probe.
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".genlab_write_test_"):
+            pass
     except NotADirectoryError:
         return "part of that path is a file, not a folder"
     except OSError as err:
