@@ -1,5 +1,21 @@
 """Entry point: `python train.py [overrides]`. The work is in `genlab.train.run`."""
 
+import os
+import signal
+
+# A SLURM job's time-limit warning (USR1/USR2) can come while torch is still importing; its
+# default action would kill the job with no checkpoint and no requeue. Note it instead: the
+# training stops after its first batch and requeues (genlab/resume/slurm.py, WARNED_ENV).
+
+
+def _note_warning(signum, frame):
+    os.environ["GENLAB_SLURM_WARNED"] = signal.Signals(signum).name
+
+
+if os.environ.get("SLURM_JOB_ID"):
+    for _warning in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(_warning, _note_warning)
+
 from pathlib import Path
 
 import hydra

@@ -284,3 +284,106 @@ class ClassOracle:
         labels = labels.cpu()
         offset = (torch.rand(n, generator=generator) * self.counts[labels]).long()
         return self.images[self.order[self.starts[labels] + offset]]
+
+
+# --- SLURM (tests/test_slurm.py) ---------------------------------------------------------------
+
+
+def _slurm_answers() -> str | None:
+    """None when a SLURM controller answers with an idle node, else why not."""
+    if shutil.which("sinfo") is None:
+        return "sinfo is not installed"
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError) as err:
+        return str(err)
+    if out.returncode != 0:
+        return out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "sinfo failed"
+    if not {"idle", "mix", "alloc"} & set(out.stdout.split()):
+        return f"no node is up (sinfo: {out.stdout.split()})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """A SLURM to submit to: skipped with one line where none answers, a failure in CI
+    (``GENLAB_REQUIRE_SLURM=1``, set by .ci/run after scripts/slurm_local.sh up)."""
+    problem = _slurm_answers()
+    if problem is None:
+        return
+    message = f"no SLURM here ({problem}): scripts/slurm_local.sh up starts a one-node one"
+    if os.environ.get("GENLAB_REQUIRE_SLURM") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def sbatch(script: Path, *args: str, options: list[str] = ()) -> str:
+    """Submit ``script args`` from the repo root; the job id."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}  # fmt: skip
+    out = subprocess.run(
+        ["sbatch", "--parsable", *options, str(script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip().split(";")[0]
+
+
+def _job_states(ids: list[str]) -> dict[str, tuple[str, str, int]]:
+    """id -> (state, reason, restarts) from scontrol (jobs stay listed a while after ending)."""
+    states = {}
+    for job in ids:
+        out = subprocess.run(
+            ["scontrol", "-o", "show", "job", job], capture_output=True, text=True
+        ).stdout
+        fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
+        states[job] = (
+            fields.get("JobState", "UNKNOWN"),
+            fields.get("Reason", ""),
+            int(fields.get("Restarts", "0") or 0),
+        )
+    return states
+
+
+FINISHED = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+}
+
+
+def wait_for_jobs(
+    ids: list[str],
+    timeout: float,
+    until: Callable[[], bool] | None = None,
+    on_restart: Callable[[str], None] | None = None,
+) -> dict[str, str]:
+    """Wait until every job has finished (or ``until()`` holds); their final states.
+
+    A requeued job waiting out SLURM's hold (reason BeginTime) is released at once; before
+    that, ``on_restart(job id)`` runs (a test's chance to change the folder between starts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = _job_states(ids)
+        if until is not None and until():
+            return {k: v[0] for k, v in states.items()}
+        if until is None and all(s in FINISHED for s, _, _ in states.values()):
+            return {k: v[0] for k, v in states.items()}
+        for job, (state, reason, _) in states.items():
+            if state == "PENDING" and reason == "BeginTime":
+                if on_restart is not None:
+                    on_restart(job)
+                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"])
+        if time.monotonic() > deadline:
+            subprocess.run(["scancel", *ids])
+            raise TimeoutError(f"SLURM jobs not done in {timeout} s: {states}")
+        time.sleep(2)

@@ -108,3 +108,65 @@ class DeleteFileAt(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
             self.path.unlink()
+
+
+class RequeueAt(pl.Callback):
+    """``scontrol requeue`` this SLURM job (what pre-emption with PreemptMode=REQUEUE does) after
+    training batch ``batch`` of ``epoch``, or after validation batch ``batch`` of ``epoch`` with
+    ``in_validation``; then wait for SLURM's SIGTERM there, so the stop lands at that point.
+    Once per run: the count travels in the checkpoints. ``on_start=k``: only in the job's
+    k-th start (``SLURM_RESTART_COUNT``), for a run whose checkpoints do not survive."""
+
+    def __init__(
+        self, epoch: int, batch: int, in_validation: bool = False, on_start: int | None = None
+    ) -> None:
+        self.epoch, self.batch, self.in_validation = epoch, batch, in_validation
+        self.on_start = on_start
+        self.fired = 0
+
+    @property
+    def state_key(self) -> str:  # two of them in one run keep their own counts
+        return self._generate_state_key(
+            epoch=self.epoch, batch=self.batch, in_validation=self.in_validation
+        )
+
+    def _maybe(self, trainer, batch_idx: int) -> None:
+        if self.fired or (trainer.current_epoch, batch_idx) != (self.epoch, self.batch):
+            return
+        start = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+        if self.on_start is not None and start != self.on_start:
+            return
+        self.fired = 1
+        import subprocess
+        import time
+
+        subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=True)
+        deadline = time.monotonic() + 60
+        while not trainer.received_sigterm and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if not self.in_validation:
+            self._maybe(trainer, batch_idx)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *_) -> None:
+        if self.in_validation and not trainer.sanity_checking:
+            self._maybe(trainer, batch_idx)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"fired": self.fired}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.fired = state_dict["fired"]
+
+
+class SlowBatches(pl.Callback):
+    """Sleep after each training batch: a run long enough for a time limit to cut it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        import time
+
+        time.sleep(self.seconds)

@@ -67,6 +67,7 @@ from genlab.metrics.names import CONDITIONAL_METRICS
 from genlab.metrics.sampling import draw, finite_samples, iter_samples, num_classes
 from genlab.metrics.scores import SAMPLE_METRICS, require_finite, score, too_few
 from genlab.resume.run_dir import check_cache_dir
+from genlab.resume.slurm import silence_srun_hint
 from genlab.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -473,6 +474,7 @@ def check_arguments(cfg: DictConfig) -> list[str]:
 
 def run(cfg: DictConfig) -> dict[str, float]:
     with warnings.catch_warnings():  # the extras' warning filters hold for this run only
+        silence_srun_hint()
         return _evaluate(cfg)
 
 

@@ -29,16 +29,25 @@ def run_id() -> str:
     Hydra's ``load_sweep_config``, which copies the parent's resolver cache (as it does for
     ``${now:}``), and the cache travels with the config when a launcher pickles it into a
     worker (joblib's loky processes, submitit). So every job resolves ``hydra.sweep.dir`` to
-    the parent's folder instead of drawing its worker's own id."""
-    return _RUN_ID
+    the parent's folder instead of drawing its worker's own id.
+
+    In a SLURM batch job it is ``job<id>``: a requeued job finds its folder again
+    (``genlab.resume.slurm``)."""
+    from genlab.resume.slurm import run_folder_suffix
+
+    return run_folder_suffix() or _RUN_ID
 
 
 def run_dir(resume: str | None, new: str, runs: str) -> str:
     """``${run_dir:${oc.select:resume,null},<new folder>,<runs folder>}``: where this run
     writes. ``resume=<run>`` continues in that run's own folder, so its log and config land
-    there and no stray folder is made; anything else gets the new folder."""
+    there and no stray folder is made; a requeued SLURM batch job continues in the folder its
+    first start made; anything else gets the new folder."""
     if not resume:
-        return new
+        from genlab.resume.slurm import requeued_run_dir
+
+        requeued = requeued_run_dir(runs)
+        return str(requeued) if requeued is not None else new
     from genlab.errors import GenlabError
     from genlab.resume.command import last_checkpoint, latest_run, run_dir_of
 
@@ -51,8 +60,14 @@ def run_dir(resume: str | None, new: str, runs: str) -> str:
 
 def hydra_subdir(resume: str | None) -> str:
     """``${hydra_subdir:${oc.select:resume,null}}``: a resume's composed config goes beside
-    the run's own ``.hydra/`` files, not over them."""
-    return ".hydra" if not resume else f".hydra/resumed_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    the run's own ``.hydra/`` files, not over them; so does a requeued SLURM job's."""
+    from genlab.resume.slurm import batch_job
+
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    if resume:
+        return f".hydra/resumed_{stamp}"
+    job = batch_job()
+    return f".hydra/requeued_{stamp}" if job is not None and job.restarts else ".hydra"
 
 
 def image_size_of(path: str) -> int:
@@ -115,6 +130,21 @@ def override_tags() -> list[str]:
     return [o[:64] for o in overrides if not o.startswith(("hydra.", "hydra/"))]
 
 
+def slurm_gpus(accelerator: str, devices: Any) -> int | None:
+    """``${slurm_gpus:${trainer.accelerator},${trainer.devices}}``: the GPUs a SLURM job asks
+    for per node; none for a CPU trainer."""
+    from genlab.config.launcher import slurm_gpus as gpus
+
+    return gpus(accelerator, devices)
+
+
+def slurm_tasks(strategy: str, devices: Any) -> int:
+    """``${slurm_tasks:${trainer.strategy},${trainer.devices}}``: one SLURM task per DDP rank."""
+    from genlab.config.launcher import slurm_tasks as tasks
+
+    return tasks(strategy, devices)
+
+
 def _register() -> None:
     # image_size_of and folder_classes scan a folder: cache their answers (per config) instead of
     # rescanning on every access of data.image_size, data.class_names and their interpolations.
@@ -131,6 +161,8 @@ def _register() -> None:
         "run_dir": (run_dir, False),
         "hydra_subdir": (hydra_subdir, True),
         "override_tags": (override_tags, False),
+        "slurm_gpus": (slurm_gpus, False),
+        "slurm_tasks": (slurm_tasks, False),
     }
     for name, (fn, cached) in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -16,7 +16,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -37,6 +37,15 @@ from genlab.models.contract import check_contract
 from genlab.resume import resume_callbacks
 from genlab.resume.command import resume_config
 from genlab.resume.run_dir import check_cache_dir, owned_run_dir, write_run_info
+from genlab.resume.slurm import (
+    batch_job,
+    cluster_plugins,
+    requeue_after_stop,
+    requeued_checkpoint,
+    silence_srun_hint,
+    threads_for_allocation,
+    warning_signals_logged,
+)
 from genlab.sweeps import write_result
 from genlab.utils.atomic import atomic_path, clean_stale_temporaries
 from genlab.utils.hashing import file_sha256
@@ -54,12 +63,21 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.get("resume"):
         cfg = resume_config(cfg, _command_line_overrides())
         _record_resumed_config(cfg)
+    elif (last := requeued_checkpoint(cfg.paths.output_dir)) is not None:
+        # A requeued SLURM job: its own folder, written by this same command on an earlier
+        # start, so the stored config is taken as it is (no overrides, trusted).
+        with open_dict(cfg):
+            cfg.resume = str(last.parent.parent)
+            cfg.trust_checkpoint = True
+        cfg = resume_config(cfg, [])
+        _record_resumed_config(cfg)
     # One live run per folder: a second one (same hydra.run.dir, a resume of a run still going)
     # is refused before it writes anything. DDP ranks share rank 0's folder.
     owned = owned_run_dir(cfg.paths.output_dir) if rank_zero_only.rank == 0 else nullcontext()
     # The extras' warning filters hold for this run only: a notebook or test calling run()
     # gets its own filters back.
-    with owned, warnings.catch_warnings():
+    with owned, warnings.catch_warnings(), warning_signals_logged():
+        silence_srun_hint()
         return _run(cfg)
 
 
@@ -81,6 +99,10 @@ def _run(cfg: DictConfig) -> float | None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         result["status"] = "interrupted"
         result["error"] = "SIGTERM: resume with python train.py resume=<this run's directory>"
+        if rank_zero_only.rank == 0:  # a SLURM batch job continues by itself: requeue it
+            requeue = requeue_after_stop(cfg.get("requeue_limit"))
+            if requeue is not None:
+                result["status"], result["slurm"] = requeue
         # 128 + SIGTERM, as if the signal had ended the process: schedulers (SLURM) and shells
         # then see a stop, not a success. (Lightning's own exception would exit with 0.)
         raise SystemExit(128 + signal.SIGTERM) from err
@@ -89,6 +111,9 @@ def _run(cfg: DictConfig) -> float | None:
         raise
     finally:
         result["seconds"] = round(time.perf_counter() - start, 1)
+        if (job := batch_job()) is not None:
+            result["slurm_job_id"] = job.job_id
+            result["requeues"] = job.restarts
         try:
             if rank_zero_only.rank == 0:  # DDP ranks share the run directory: one writer
                 write_result(cfg.paths.output_dir, result)
@@ -101,6 +126,7 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
     check_cache_dir(cfg.paths.get("cache_dir"))  # else it fails after the first epoch
     check_monitor_source(cfg)
     apply_extras(cfg)
+    threads_for_allocation()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # stderr stays for errors
     log.info("seed %s", cfg.seed)
     if rank_zero_only.rank == 0:
@@ -149,14 +175,16 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
     for logger in loggers:
         logger.log_hyperparams(resolved)
     strategy = strategy_for_launcher(cfg)
+    # Checkpoints written to a temporary name, then renamed: a kill mid-write never leaves a
+    # truncated last.ckpt; under SLURM, requeues are ours alone (genlab.resume.slurm). A
+    # user's own trainer.plugins replace these.
+    plugins = [AtomicCheckpointIO(), *cluster_plugins()]
     trainer: pl.Trainer = instantiate_group(
         cfg,
         "trainer",
         callbacks=callbacks,
         logger=loggers or False,
-        # Checkpoints written to a temporary name, then renamed: a kill mid-write never
-        # leaves a truncated last.ckpt. (A user's own trainer.plugins replace this.)
-        **({} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}),
+        **({} if cfg.trainer.get("plugins") else {"plugins": plugins}),
         **({"strategy": strategy} if strategy else {}),
     )
 

@@ -53,7 +53,7 @@ class CheckpointAtMinutes(Callback):
         while self.passed < len(self.marks) and self.elapsed() >= 60 * self.marks[self.passed]:
             minute = self.marks[self.passed]
             self.passed += 1  # before the save: the mark's checkpoint knows it is written
-            trainer.save_checkpoint(self.dirpath / mark_name(minute))
+            trainer.save_checkpoint(self.dirpath / mark_name(minute), weights_only=False)
         if self.stop_at_last and self.passed == len(self.marks):
             trainer.should_stop = True  # StopBeforeBatch ends the epoch before the next batch
 
@@ -61,7 +61,7 @@ class CheckpointAtMinutes(Callback):
         if self.passed < len(self.marks):  # the recipe's epochs ran out before the budget
             minute = self.elapsed() / 60
             self.passed = len(self.marks)
-            trainer.save_checkpoint(self.dirpath / mark_name(minute))
+            trainer.save_checkpoint(self.dirpath / mark_name(minute), weights_only=False)
 
     def state_dict(self) -> dict[str, Any]:
         return {"spent": self.elapsed(), "passed": self.passed}

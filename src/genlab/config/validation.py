@@ -49,6 +49,11 @@ TRAIN_ARGS = {
         OrNone(COUNT),
         "500",
     ),
+    "requeue_limit": Arg(
+        "how many times a SLURM batch job stopped by a signal requeues itself",
+        Range(ge=0, integer=True),
+        "10",
+    ),
 }
 
 

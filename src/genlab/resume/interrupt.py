@@ -32,6 +32,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from genlab.errors import ConfigError
 from genlab.resume.progress import BatchProgress
+from genlab.resume.slurm import WARNING_SIGNALS, batch_job, pending_warning
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +53,44 @@ class CheckpointOnInterrupt(Callback):
         self.path = Path(dirpath) / filename
         self.progress = progress
         self.every_n_batches = every_n_batches
-        self._previous_sigint: Any = None
+        self._previous_handlers: dict[int, Any] = {}
 
     # --- Ctrl-C: a graceful stop first, an immediate one on the second press ------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.world_size == 1 and _in_main_thread():
-            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+        if not _in_main_thread():
+            return
+        if trainer.world_size == 1:
+            self._install(signal.SIGINT, self._on_sigint)
+        if batch_job() is not None:
+            # A SLURM job's warning before its time limit: the same graceful stop, then
+            # train.run requeues the job (genlab.resume.slurm). It replaces submitit's own
+            # handler, which would requeue at once, without a checkpoint.
+            for signum in WARNING_SIGNALS:
+                self._install(signum, self._on_warning_signal)
+            early = pending_warning()
+            if early is not None:  # it came before training: stop after the first batch
+                self._on_warning_signal(early, None)
+
+    def _install(self, signum: int, handler: Any) -> None:
+        self._previous_handlers.setdefault(signum, signal.signal(signum, handler))
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C raises
         log.warning("Ctrl-C: stopping after this batch and saving a checkpoint (again: now).")
         os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own graceful stop
 
+    def _on_warning_signal(self, signum: int, frame: Any) -> None:
+        log.warning(
+            "%s: the SLURM job is about to be stopped; stopping after this batch with a "
+            "checkpoint, then requeueing.",
+            signal.Signals(signum).name,
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._previous_sigint is not None:
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
 
     # --- checkpoints ------------------------------------------------------------------------
     def on_train_batch_end(
@@ -79,7 +102,7 @@ class CheckpointOnInterrupt(Callback):
         # batch and its validation past that validation (a crash in it would cost the epoch's
         # row and best checkpoint). last.ckpt is written after the validation anyway.
         if not _validation_may_follow(trainer, batch_idx, self.progress.total):
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -92,7 +115,7 @@ class CheckpointOnInterrupt(Callback):
         # as not yet run, so the resumed run repeats it (genlab.resume.progress).
         self.progress.stopping_in_validation = trainer.validating
         try:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
         finally:
             self.progress.stopping_in_validation = False
         for logger in trainer.loggers:
