@@ -198,6 +198,53 @@ def test_sweep_runs_as_slurm_jobs_into_one_folder(tmp_path: Path) -> None:
     assert "weights_only` was not set" not in logs
 
 
+def test_ddp_job_takes_its_ranks_from_slurm_and_matches_local_ddp(tmp_path: Path) -> None:
+    """trainer=ddp_cpu trainer.devices=2 as one SLURM job with two tasks: one set of records,
+    and the same rows and weights as the same run started locally."""
+    tiny = [o for o in JOB_TINY if o != "trainer=cpu"]
+    ddp = ["trainer=ddp_cpu", "trainer.devices=2", "++trainer.deterministic=true", *tiny]
+    local = run_script("train.py", *ddp, f"hydra.run.dir={tmp_path / 'local'}", timeout=600)
+    assert local.returncode == 0, local.stderr[-3000:]
+    slurm = run_script(
+        "train.py", "-m", "hydra/launcher=slurm", *ddp, f"paths.log_dir={tmp_path}", timeout=600
+    )
+    assert slurm.returncode == 0, slurm.stderr[-3000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    job = sweep / "0"
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    assert "Starting with 2 processes" in logs  # both SLURM tasks joined, as ranks 0 and 1
+    assert not (sweep / "1").exists()
+    assert _result(job)["status"] == "ok"
+    _assert_same_run(job, tmp_path / "local")  # the rows appear once, as in the local run
+    grids = sorted(p.name for p in (job / "samples").iterdir())
+    assert grids == sorted(p.name for p in (tmp_path / "local" / "samples").iterdir())
+
+
+def test_optuna_search_runs_its_trials_as_slurm_jobs(tmp_path: Path) -> None:
+    """4 trials, 2 at a time, each a SLURM job; the study lives in SQLite."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    result = run_script(
+        "train.py",
+        "-m",
+        "hydra/launcher=slurm",
+        "hparams_search=gan_optuna",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        f"hydra.sweeper.storage={storage}",
+        *JOB_TINY,
+        f"paths.log_dir={tmp_path}",
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    import optuna
+
+    study = optuna.load_study(study_name="gan_optuna", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    ids = {_result(sweep / str(n))["slurm_job_id"] for n in range(4)}
+    assert len(ids) == 4  # one SLURM job per trial
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
