@@ -193,6 +193,7 @@ def test_sweep_runs_as_slurm_jobs_into_one_folder(tmp_path: Path) -> None:
     assert all(_result(j)["slurm_job_id"] for j in jobs)
     summary = (sweep / "summary.md").read_text()
     assert "| 0 |" in summary and "| 1 |" in summary
+    assert "| status | requeues |" in summary  # each job once, with its requeue count
     logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
     assert "srun` command is available" not in logs
     assert "weights_only` was not set" not in logs

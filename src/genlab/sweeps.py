@@ -146,10 +146,14 @@ def summarize(
     logged = {k for j in jobs for k in j.result.get("metrics", {})}
     wanted = [*metrics, *(f"test/{k}" for k in TABLE_METRICS)]
     shown = [m for m in dict.fromkeys(wanted) if m in logged]
+    # SLURM jobs say how often they were requeued (result.json): a column, for them only.
+    on_slurm = any("requeues" in j.result for j in jobs)
     rows = []
     for job in jobs:
         row: dict[str, Any] = {"job": job.num, **{p: job.overrides.get(p, "") for p in params}}
         row["status"] = job.status
+        if on_slurm:
+            row["requeues"] = job.result.get("requeues", "")
         row["best"] = job.value("best")
         row.update({m: job.value(m) for m in shown})
         row["best_checkpoint"] = job.result.get("best_model_path", "")
