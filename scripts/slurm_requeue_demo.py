@@ -1,7 +1,7 @@
 """Requeue a SLURM training job twice and compare it with one that ran straight through.
 
     scripts/slurm_local.sh up                        # or any SLURM you may submit to
-    python scripts/slurm_requeue_demo.py             # default GAN, 3 short epochs, ~5 min on 2 cores
+    python scripts/slurm_requeue_demo.py             # default GAN, 3 short epochs, ~3 min on 2 cores
     python scripts/slurm_requeue_demo.py --figure docs/figures/slurm_requeue_loss.png
 
 Two ``scripts/slurm/train.sbatch`` jobs with the same seed: a reference, and one that this script
