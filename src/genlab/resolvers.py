@@ -108,14 +108,18 @@ def optuna_direction(monitor_mode: str) -> str:
 
 
 def sweep_group() -> str | None:
-    """``${sweep_group:}``: one name for every job of a multirun (its task and start time), so
-    W&B shows a sweep's runs together; None for a single run."""
+    """``${sweep_group:}``: one name for every job of a multirun, so W&B shows a sweep's runs
+    together: an Optuna search's study name (the same across reruns that continue it), else
+    the task and start time; None for a single run."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     hydra = HydraConfig.get()
+    sweeper = hydra.get("sweeper") or {}
+    if str(sweeper.get("_target_", "")).endswith(".GenlabOptunaSweeper"):
+        return str(sweeper.get("study_name") or "genlab")
     return f"{hydra.job.name}-{Path(hydra.sweep.dir).name}"
 
 

@@ -47,6 +47,7 @@ from genlab.resume.slurm import (
     warning_signals_logged,
 )
 from genlab.sweeps import write_result
+from genlab.sweeps.trial import TrialPruning, current_trial
 from genlab.utils.atomic import atomic_path, clean_stale_temporaries
 from genlab.utils.hashing import file_sha256
 
@@ -91,7 +92,8 @@ def _run(cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     try:
         score = _fit_and_test(cfg, result)
-        result["status"] = "ok"
+        # A search's pruner stopped it early: a clean stop, told to Optuna as PRUNED.
+        result["status"] = "pruned" if result.get("pruned_after_validation") is not None else "ok"
         return score
     except SIGTERMException as err:  # stopped by a signal after writing last.ckpt
         # Lightning's handler is gone after its teardown: a second SIGTERM now would kill the
@@ -168,12 +170,19 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
     ]
     if privacy is not None:
         callbacks.append(privacy)
+    # An Optuna trial (hparams_search=...): the monitor goes to its pruner after each validation.
+    trial = current_trial(cfg.paths.output_dir)
+    pruning = TrialPruning(trial, model.monitor) if trial is not None else None
+    if pruning is not None:
+        callbacks.append(pruning)
     if checkpoint is not None:
         check_fits(model, checkpoint, cfg.ckpt_path)
     loggers = build_loggers(cfg, checkpoint)  # offline W&B, the resumed W&B run, metrics.csv
     callbacks = with_logger_callbacks(callbacks, loggers)
+    # The study, trial number and parameters beside the config: W&B groups runs by study.
+    logged = {**resolved, "optuna": trial.info()} if trial is not None else resolved
     for logger in loggers:
-        logger.log_hyperparams(resolved)
+        logger.log_hyperparams(logged)
     strategy = strategy_for_launcher(cfg)
     # Checkpoints written to a temporary name, then renamed: a kill mid-write never leaves a
     # truncated last.ckpt; under SLURM, requeues are ours alone (genlab.resume.slurm). A
@@ -195,6 +204,10 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
         best = checkpoint.best_model_path if checkpoint else ""
         result.update(best_score=score, best_model_path=best)
         result["metrics"] = _scalars(trainer.callback_metrics)
+        if pruning is not None and pruning.pruned:
+            result["pruned_after_validation"] = pruning.pruned_at
+            log.info("pruned: no test; run dir: %s", cfg.paths.output_dir)
+            return score
         if cfg.get("test"):
             if not best:
                 log.warning(

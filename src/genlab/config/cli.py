@@ -249,7 +249,7 @@ def _hydra_report(err: Exception) -> NoReturn:
 # They come with the `sweeps` extra; without it Hydra fails with a long "could not find" error.
 SWEEPS_INSTALL = 'pip install -e ".[sweeps]"'
 PLUGIN_CONFIGS = {
-    ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "the Optuna sweeper"),
+    ("hydra/sweeper", "genlab_optuna"): ("optuna", "Optuna (genlab's sweeper)"),
     ("hydra/launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "the joblib launcher"),
     ("hydra/launcher", "submitit_local"): (
         "hydra_plugins.hydra_submitit_launcher",
@@ -271,7 +271,7 @@ def exit_if_plugin_missing(
     Follows the selections on the command line (``hparams_search=gan_optuna``,
     ``hydra/launcher=slurm``, ``experiment=...``) and in the primary config's defaults list
     through the config files in ``conf_dir`` (their own defaults lists, e.g. ``override
-    /hydra/sweeper: optuna``). Not seen: configs found only through ``--config-dir`` / a
+    /hydra/sweeper: genlab_optuna``). Not seen: configs found only through ``--config-dir`` / a
     ``hydra.searchpath``; Hydra's own error remains for those.
     """
     argv = sys.argv[1:] if argv is None else argv

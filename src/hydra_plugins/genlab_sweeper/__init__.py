@@ -1,38 +1,39 @@
 """genlab's Optuna sweeper (``hydra/sweeper=genlab_optuna``, chosen by ``conf/hparams_search/``).
 
-hydra-optuna-sweeper's own, with one change: a search in which no trial gave a value ends with
-one line naming the first job's error, instead of Optuna's ``ValueError: No trials are completed
-yet`` traceback. Hydra instantiates sweepers only from the ``hydra_plugins`` package, hence this
-thin class; what it reports comes from ``genlab.sweeps``.
+Hydra instantiates sweepers only from the ``hydra_plugins`` package, hence this thin class; the
+search itself (study, search space, pruning, resumable studies, Pareto fronts) lives in
+``genlab.sweeps.search``. Without the ``sweeps`` extra (Optuna) nothing is registered, and
+``train.py`` names the extra to install.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-try:  # the `sweeps` extra; without it nothing is registered (train.py names the extra to install)
-    from hydra_plugins.hydra_optuna_sweeper import optuna_sweeper as _optuna
-except ImportError:
-    _optuna = None
+from hydra.plugins.sweeper import Sweeper
 
-if _optuna is not None:
+try:
+    from genlab.sweeps.search import OptunaSearch
+except ImportError:  # optuna missing: the class below is not offered to Hydra
+    OptunaSearch = None
 
-    class GenlabOptunaSweeper(_optuna.OptunaSweeper):
-        """``OptunaSweeper`` that ends a search without any result with one line."""
+if OptunaSearch is not None:
 
-        def setup(self, *, config: Any, **kwargs: Any) -> None:
-            self._sweep_dir = str(config.hydra.sweep.dir)
-            super().setup(config=config, **kwargs)
+    class GenlabOptunaSweeper(Sweeper):
+        """Hydra's side of ``genlab.sweeps.search.OptunaSearch``."""
+
+        def __init__(self, **settings: Any) -> None:
+            self.search = OptunaSearch(**settings)
+
+        def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+            self.hydra_context, self.config = hydra_context, config
+            self.search.setup(
+                hydra_context=hydra_context,
+                task_function=task_function,
+                config=config,
+                validate=self.validate_batch_is_legal,
+            )
+            self.launcher = self.search.launcher
 
         def sweep(self, arguments: list[str]) -> None:
-            try:
-                return super().sweep(arguments)
-            except ValueError:  # Optuna's study.best_trial when no trial completed
-                from genlab.sweeps import no_result_problem
-
-                problem = no_result_problem(self._sweep_dir)
-                if problem is None:  # some trial did finish: not the case handled here
-                    raise
-            print(f"genlab: error: {problem}", file=sys.stderr)
-            sys.exit(1)  # SummarizeSweep still writes summary.md at exit
+            return self.search.sweep(arguments)
