@@ -270,8 +270,12 @@ class OptunaSearch:
                 "name": "genlab_optuna",
                 "objectives": self.objectives,
                 "solutions": [
-                    {"trial": t.number, "params": t.params, "values": t.values,
-                     "run_dir": t.user_attrs.get(RUN_DIR_ATTR)}  # fmt: skip
+                    {
+                        "trial": t.number,
+                        "params": t.params,
+                        "values": t.values,
+                        "run_dir": t.user_attrs.get(RUN_DIR_ATTR),
+                    }
                     for t in study.best_trials
                 ],
             }

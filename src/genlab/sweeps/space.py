@@ -128,7 +128,9 @@ def search_space(params: dict[str, Any] | None, arguments: list[str]) -> SearchS
     space = SearchSpace()
     for key, override in merged.items():
         if not override.is_sweep_override():
-            space.fixed.append(override.input_line or f"{key}={override.get_value_element_as_str()}")
+            space.fixed.append(
+                override.input_line or f"{key}={override.get_value_element_as_str()}"
+            )
             continue
         dist, texts = _distribution(override)
         if isinstance(dist, FloatDistribution) and not math.isfinite(dist.high - dist.low):
