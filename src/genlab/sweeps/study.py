@@ -20,10 +20,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from genlab.errors import ConfigError
+from genlab.sweeps.study_report import STUDY_FILE
 from genlab.sweeps.summary import RESULT_FILE
 from genlab.utils.atomic import atomic_path
 
-STUDY_FILE = "study.json"  # in the sweep folder: every trial of the study, for the summary
 DEFAULT_DB = "optuna.db"  # storage: null -> sqlite:///<sweep dir>/optuna.db
 # Trial user attributes the sweeper and the jobs write.
 SWEEPER_ATTR = "genlab_sweeper"  # {host, pid, started}: which process asked for the trial
@@ -217,11 +217,3 @@ def write_study_record(
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=1, default=str))
     return path
-
-
-def read_study_record(sweep_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(sweep_dir) / STUDY_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None

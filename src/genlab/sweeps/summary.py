@@ -27,6 +27,13 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from genlab.metrics.names import score_keys
+from genlab.sweeps.study_report import (
+    plot_history,
+    plot_pareto,
+    read_study_record,
+    real_trials,
+    study_markdown,
+)
 from genlab.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,7 @@ class Job:
     dir: Path
     overrides: dict[str, str]
     result: dict[str, Any] = field(default_factory=dict)
+    trial: dict[str, Any] | None = None  # its Optuna trial (study.json), in a search
 
     @property
     def status(self) -> str:
@@ -69,21 +77,46 @@ def collect(sweep_dir: str | Path) -> list[Job]:
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a directory: pass a multirun directory, "
                                 "e.g. outputs/train/multiruns/<time>.")  # fmt: skip
-    jobs = []
-    for overrides_file in sweep_dir.glob("*/.hydra/overrides.yaml"):
-        job_dir = overrides_file.parent.parent
-        overrides = {}
-        for item in yaml.safe_load(overrides_file.read_text()) or []:
-            key, _, value = str(item).partition("=")
-            overrides[key.lstrip("+~")] = value
-        result_file = job_dir / RESULT_FILE
-        result = json.loads(result_file.read_text()) if result_file.exists() else {}
-        jobs.append(Job(job_dir.name, job_dir, overrides, result))
+    jobs = [read_job(f.parent.parent) for f in sweep_dir.glob("*/.hydra/overrides.yaml")]
     if not jobs:
         raise FileNotFoundError(
             f"no jobs in {sweep_dir}: expected <job>/.hydra/overrides.yaml from `train.py -m`."
         )
     return sorted(jobs, key=lambda j: (len(j.num), j.num))
+
+
+def read_job(job_dir: Path, num: str | None = None) -> Job:
+    """One job folder: what its command changed and what it recorded."""
+    overrides = {}
+    for item in yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []:
+        key, _, value = str(item).partition("=")
+        overrides[key.lstrip("+~")] = value
+    result_file = job_dir / RESULT_FILE
+    try:
+        result = json.loads(result_file.read_text()) if result_file.exists() else {}
+    except ValueError:  # never half-written (atomic), but a copied folder may be damaged
+        result = {}
+    return Job(num or job_dir.name, job_dir, overrides, result)
+
+
+def with_study(sweep_dir: Path, jobs: list[Job]) -> tuple[list[Job], dict[str, Any] | None]:
+    """An Optuna search's jobs joined to their trials, with the trials of earlier runs of the
+    same study (other sweep folders, named ``<sweep>/<job>``), in trial order."""
+    record = read_study_record(sweep_dir)
+    if record is None:
+        return jobs, None
+    by_dir = {j.dir.resolve(): j for j in jobs}
+    for trial in real_trials(record):
+        run_dir = trial.get("run_dir")
+        if not run_dir:
+            continue
+        path = Path(run_dir).resolve()
+        if path not in by_dir and (path / ".hydra" / "overrides.yaml").is_file():
+            by_dir[path] = read_job(path, f"{path.parent.name}/{path.name}")
+        if path in by_dir:
+            by_dir[path].trial = trial
+    order = lambda j: (j.trial is None, j.trial["number"] if j.trial else 0, len(j.num), j.num)  # noqa: E731
+    return sorted(by_dir.values(), key=order), record
 
 
 def swept_keys(jobs: list[Job]) -> list[str]:
@@ -136,7 +169,7 @@ def summarize(
     ``metrics``: the keys to plot (default: the model's monitor); ``x``: plot them against this
     override only (default: each swept parameter in turn)."""
     sweep_dir = Path(sweep_dir)
-    jobs = collect(sweep_dir)
+    jobs, study = with_study(sweep_dir, collect(sweep_dir))
     params = swept_keys(jobs)
     metrics = list(metrics or [default_metric(jobs)])
     logged = {k for j in jobs for k in j.result.get("metrics", {})}
@@ -146,7 +179,11 @@ def summarize(
     on_slurm = any("requeues" in j.result for j in jobs)
     rows = []
     for job in jobs:
-        row: dict[str, Any] = {"job": job.num, **{p: job.overrides.get(p, "") for p in params}}
+        row: dict[str, Any] = {"job": job.num}
+        if study is not None:  # an Optuna search: the trial and the state Optuna recorded
+            row["trial"] = job.trial["number"] if job.trial else ""
+            row["state"] = job.trial["state"] if job.trial else ""
+        row.update({p: job.overrides.get(p, "") for p in params})
         row["status"] = job.status
         if on_slurm:
             row["requeues"] = job.result.get("requeues", "")
@@ -183,17 +220,28 @@ def summarize(
         ]
     elif no_best:
         lines += ["", no_best]
-    failed = [j for j in jobs if j.status != "ok"]
+    label = _job_label(jobs)
+    if study is not None:
+        lines += study_markdown(study, label)
+    pruned = [j for j in jobs if j.status == "pruned"]
+    if pruned:
+        lines += ["", "Pruned (stopped early by the search's pruner; folders kept):"]
+        lines += [f"- job {j.num}: after validation {j.result.get('pruned_after_validation')}, "
+                  f"{j.result.get('monitor')} = {fmt(j.value('best'))}" for j in pruned]  # fmt: skip
+    failed = [j for j in jobs if j.status not in ("ok", "pruned")]
     if failed:
         lines += ["", "Not finished:"]
-        lines += [f"- job {j.num}: {j.result.get('error') or j.status}" for j in failed]
+        lines += [f"- job {j.num}: {_why(j)}" for j in failed]
     markdown = "\n".join(lines) + "\n"
     (sweep_dir / "summary.md").write_text(markdown)
+    finished = [j for j in jobs if j.status == "ok"]  # a pruned run's values are partial
     plots = [
-        _plot(jobs, metric, param, [p for p in params if p != param], sweep_dir)
+        _plot(finished, metric, param, [p for p in params if p != param], sweep_dir)
         for metric in metrics
         for param in ([x] if x else params)
     ]
+    if study is not None:
+        plots += [plot_history(study, sweep_dir), plot_pareto(study, sweep_dir, label)]
     return {
         "jobs": jobs,
         "params": params,
@@ -201,7 +249,21 @@ def summarize(
         "no_best": no_best,  # why no job is named best, when jobs monitor different metrics
         "markdown": markdown,
         "plots": [p for p in plots if p is not None],
+        "study": study,  # the Optuna study (study.json), for a search
     }
+
+
+def _job_label(jobs: list[Job]) -> Any:
+    """How the study's tables name a run folder: its job, else the folder itself."""
+    names = {j.dir.resolve(): f"job {j.num}" for j in jobs}
+    return lambda run_dir: names.get(Path(run_dir).resolve(), str(run_dir)) if run_dir else "-"
+
+
+def _why(job: Job) -> str:
+    if job.result.get("error"):
+        return job.result["error"]
+    outcome = (job.trial or {}).get("outcome")
+    return f"{job.status}; {outcome}" if outcome and outcome != job.status else job.status
 
 
 def _plot(
