@@ -172,7 +172,7 @@ def _fit_and_test(cfg: DictConfig, result: dict) -> float | None:
         callbacks.append(privacy)
     # An Optuna trial (hparams_search=...): the monitor goes to its pruner after each validation.
     trial = current_trial(cfg.paths.output_dir)
-    pruning = TrialPruning(trial, model.monitor) if trial is not None else None
+    pruning = TrialPruning(trial, model.monitor) if trial and trial.prunable else None
     if pruning is not None:
         callbacks.append(pruning)
     if checkpoint is not None:

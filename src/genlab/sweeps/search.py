@@ -11,6 +11,7 @@ validations to the pruner (``genlab.sweeps.trial``). What a trial is told comes 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import sys
@@ -92,9 +93,6 @@ class OptunaSearch:
         """``validate``: the plugin's ``validate_batch_is_legal`` (Hydra composes each job's
         config first, so a bad override fails before any job runs)."""
         self.config, self.validate_batch_is_legal = config, validate
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         monitor = OmegaConf.select(config, "model.monitor")
         self.objectives = self.objectives or ([str(monitor)] if monitor else [])
@@ -110,6 +108,9 @@ class OptunaSearch:
                 "hydra/sweeper/pruner: Optuna prunes single-objective studies only; use "
                 "hydra/sweeper/pruner=none with several directions."
             )
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     # -- trials ---------------------------------------------------------------------------
 
@@ -118,15 +119,27 @@ class OptunaSearch:
         that continues draws new points instead of replaying its first ones."""
         if self.sampler_cfg is None:
             return optuna.samplers.TPESampler(seed=existing or None)
-        cfg = OmegaConf.to_container(self.sampler_cfg, resolve=True)
+        cfg = dict(_plain(self.sampler_cfg))
         if existing and cfg.get("seed") is not None:
             cfg["seed"] = int(cfg["seed"]) + existing
+        # A search config tunes its sampler (n_startup_trials for TPE); chosen with another
+        # sampler on the command line, those keys do not apply to it.
+        from hydra.utils import get_class
+
+        accepted = inspect.signature(get_class(cfg["_target_"])).parameters
+        if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
+            unknown = [k for k in cfg if not k.startswith("_") and k not in accepted]
+            if unknown:
+                log.warning("hydra.sweeper.sampler: %s %s not taken by %s: ignored",
+                            ", ".join(unknown), "is" if len(unknown) == 1 else "are",
+                            cfg["_target_"])  # fmt: skip
+                cfg = {k: v for k, v in cfg.items() if k not in unknown}
         return instantiate(cfg)
 
     def _pruner(self) -> optuna.pruners.BasePruner:
         if self.pruner_cfg is None:
             return optuna.pruners.NopPruner()
-        return instantiate(OmegaConf.to_container(self.pruner_cfg, resolve=True))
+        return instantiate(_plain(self.pruner_cfg))
 
     def _new_trial(self, study: optuna.Study, space: SearchSpace, job: int) -> Any | None:
         """A trial whose parameters no trial of the study had; None when the space has no
@@ -254,6 +267,10 @@ class OptunaSearch:
     def _write_results(self, study: optuna.Study) -> None:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not complete:
+            if study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)):
+                log.warning("every trial was pruned: no best trial (loosen the pruner, or "
+                            "run more trials to continue the study)")  # fmt: skip
+                return
             problem = no_result_problem(self.sweep_dir)
             if problem is not None:
                 self._end(problem)

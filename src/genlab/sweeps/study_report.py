@@ -136,6 +136,9 @@ def plot_history(record: dict[str, Any], out_dir: Path) -> Path | None:
         ax.step(*zip(*curve, strict=True), where="post", color="black", label="best so far")
     for number in failed:
         ax.axvline(number, color="grey", alpha=0.3, lw=1)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial" + (" (grey lines: failed)" if failed else ""))
     ax.set_ylabel(objective)
     values = [v for _, v in done + pruned]

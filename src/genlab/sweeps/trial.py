@@ -31,6 +31,7 @@ class TrialContext:
     number: int
     trial: Any  # optuna.trial.Trial
     params: dict[str, Any]
+    prunable: bool  # Optuna prunes single-objective studies only
 
     def info(self) -> dict[str, Any]:
         """For the run's config in W&B and the other loggers."""
@@ -64,7 +65,7 @@ def current_trial(output_dir: str | None = None) -> TrialContext | None:
     trial = trial_handle(study, storage, number)
     if output_dir is not None:
         trial.set_user_attr(RUN_DIR_ATTR, str(output_dir))  # known even if the sweeper dies
-    return TrialContext(name, number, trial, dict(trial.params))
+    return TrialContext(name, number, trial, dict(trial.params), len(study.directions) == 1)
 
 
 class TrialPruning(Callback):
