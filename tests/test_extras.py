@@ -19,11 +19,12 @@ INSTALL = 'pip install -e ".[sweeps]"'
 
 @pytest.fixture
 def no_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As without the `sweeps` extra: no Hydra sweeper/launcher plugin is found."""
+    """As without the `sweeps` extra: no Optuna, no Hydra launcher plugin."""
     real = importlib.util.find_spec
 
     def find_spec(name: str, package: str | None = None):
-        return None if name.startswith("hydra_plugins.") else real(name, package)
+        missing = name.startswith("hydra_plugins.") or name == "optuna"
+        return None if missing else real(name, package)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
 
@@ -42,7 +43,7 @@ def _error(capsys: pytest.CaptureFixture, *argv: str, conf: Path = CONF) -> str:
     [
         ("hparams_search=gan_optuna", "the Optuna sweeper"),
         ("hparams_search=wgan_gp_optuna", "the Optuna sweeper"),  # through its `- gan_optuna`
-        ("+hydra/sweeper=optuna", "the Optuna sweeper"),
+        ("+hydra/sweeper=genlab_optuna", "the Optuna sweeper"),
         ("hydra/launcher=joblib", "the joblib launcher"),
         ("hydra/launcher=submitit_local", "the submitit launcher"),
         ("hydra/launcher=submitit_slurm", "the submitit launcher"),
@@ -87,7 +88,10 @@ def test_configs_that_select_a_plugin_are_followed(
     _write(tmp_path / "train.yaml", ["_self_", {"experiment": None}])
     _write(tmp_path / "other.yaml", ["_self_", {"override hydra/launcher": "joblib"}])
     _write(tmp_path / "experiment" / "search.yaml", [{"override /hparams_search": "gan_optuna"}])
-    _write(tmp_path / "hparams_search" / "gan_optuna.yaml", [{"override /hydra/sweeper": "optuna"}])
+    _write(
+        tmp_path / "hparams_search" / "gan_optuna.yaml",
+        [{"override /hydra/sweeper": "genlab_optuna"}],
+    )
     line = _error(capsys, "experiment=search", conf=tmp_path)
     assert line == f"genlab: error: experiment=search needs the Optuna sweeper: {INSTALL}"
     line = _error(capsys, "-cn", "other", conf=tmp_path)
@@ -103,7 +107,7 @@ def test_train_py_stops_before_hydra_with_one_line() -> None:
         "import importlib.util, runpy, sys\n"
         "real = importlib.util.find_spec\n"
         "importlib.util.find_spec = lambda name, package=None: (\n"
-        "    None if name.startswith('hydra_plugins.hydra_optuna') else real(name, package))\n"
+        "    None if name == 'optuna' else real(name, package))\n"
         "sys.argv = ['train.py', '-m', 'hparams_search=gan_optuna', 'experiment=dcgan_mnist']\n"
         f"runpy.run_path({str(ROOT / 'train.py')!r}, run_name='__main__')\n"
     )

@@ -222,7 +222,8 @@ def test_ddp_job_takes_its_ranks_from_slurm_and_matches_local_ddp(tmp_path: Path
 
 
 def test_optuna_search_runs_its_trials_as_slurm_jobs(tmp_path: Path) -> None:
-    """4 trials, 2 at a time, each a SLURM job; the study lives in SQLite."""
+    """4 trials, 2 at a time, each a SLURM job; the study lives in SQLite, through which each
+    job reports its validations to the pruner (median: no pruning before 4 trials finish)."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     result = run_script(
         "train.py",
@@ -231,6 +232,7 @@ def test_optuna_search_runs_its_trials_as_slurm_jobs(tmp_path: Path) -> None:
         "hparams_search=gan_optuna",
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.n_jobs=2",
+        "hydra/sweeper/pruner=median",
         f"hydra.sweeper.storage={storage}",
         *JOB_TINY,
         f"paths.log_dir={tmp_path}",
@@ -241,6 +243,7 @@ def test_optuna_search_runs_its_trials_as_slurm_jobs(tmp_path: Path) -> None:
 
     study = optuna.load_study(study_name="gan_optuna", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    assert all(list(t.intermediate_values) == [0] for t in study.trials)  # from the jobs
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
     ids = {_result(sweep / str(n))["slurm_job_id"] for n in range(4)}
     assert len(ids) == 4  # one SLURM job per trial

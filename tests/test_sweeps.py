@@ -54,11 +54,15 @@ def test_optuna_sweep_records_failed_trials_and_resumes(tmp_path: Path) -> None:
     assert list((tmp_path / "a").glob("plot_val_fid_vs_*.png"))
     assert "best job" in result.stderr + result.stdout
 
-    # Same storage and study name: the interrupted study continues instead of starting over.
-    args[2] = "hydra.sweeper.n_trials=1"
+    # Same storage and study name: the study continues instead of starting over. n_trials
+    # counts its completed trials, so asking for one more than it has runs one more.
+    args[2] = f"hydra.sweeper.n_trials={states.count('COMPLETE') + 1}"
     result = run_script("train.py", *args, f"hydra.sweep.dir={tmp_path / 'b'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(optuna.load_study(study_name="gan_optuna", storage=storage).trials) == 4
+    # Its summary covers the whole study: the first sweep's jobs too, by their folders.
+    summary = (tmp_path / "b" / "summary.md").read_text()
+    assert "| a/0 | 0 | " in summary and "| 0 | 3 | " in summary
 
 
 def test_plain_multirun_with_a_failed_job_still_writes_the_summary(tmp_path: Path) -> None:

@@ -249,7 +249,7 @@ def _hydra_report(err: Exception) -> NoReturn:
 # They come with the `sweeps` extra; without it Hydra fails with a long "could not find" error.
 SWEEPS_INSTALL = 'pip install -e ".[sweeps]"'
 PLUGIN_CONFIGS = {
-    ("hydra/sweeper", "genlab_optuna"): ("optuna", "Optuna (genlab's sweeper)"),
+    ("hydra/sweeper", "genlab_optuna"): ("optuna", "the Optuna sweeper"),
     ("hydra/launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "the joblib launcher"),
     ("hydra/launcher", "submitit_local"): (
         "hydra_plugins.hydra_submitit_launcher",

@@ -71,7 +71,14 @@ class OptunaSearch:
         pruner: DictConfig | None = None,
         params: DictConfig | None = None,
         trial: int | None = None,  # set for each job by the sweeper, never by a user
+        **unknown: Any,
     ) -> None:
+        if unknown:  # e.g. hydra-optuna-sweeper's custom_search_space, in an old search config
+            key = next(iter(unknown))
+            raise ConfigError(
+                f"hydra.sweeper.{key} is not a setting of genlab's Optuna sweeper: remove it "
+                "(docs/sweeps.md lists the settings, and what replaced hydra-optuna-sweeper's)."
+            )
         direction, directions = _plain(direction), _plain(directions)
         if directions is None:  # `direction` may hold a list too, as the old sweeper allowed
             directions = direction if isinstance(direction, list) else [direction]

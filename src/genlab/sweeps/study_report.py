@@ -125,6 +125,8 @@ def plot_history(record: dict[str, Any], out_dir: Path) -> Path | None:
     pruned = [(t["number"], _last_intermediate(t)) for t in trials if t["state"] == "PRUNED"]
     pruned = [(n, v) for n, v in pruned if v is not None]
     failed = [t["number"] for t in trials if t["state"] == "FAIL"]
+    if not done and not pruned:
+        return None  # nothing to draw: summary.md says why each trial failed
     fig, ax = plt.subplots(figsize=(6, 4))
     if done:
         ax.scatter(*zip(*done, strict=True), label="completed", zorder=3)
