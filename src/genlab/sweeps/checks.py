@@ -15,9 +15,9 @@ from genlab.sweeps.summary import _finished, collect
 def sweep_settings_problem(config: Any) -> str | None:
     """The one line saying why a multirun's sweeper or launcher counts cannot work, or None.
 
-    hydra-optuna-sweeper takes ``n_trials`` <= 0 and ends in "ValueError: No trials are
-    completed yet"; ``n_jobs`` <= 0 launches empty batches and ends in a ZeroDivisionError.
-    joblib's ``n_jobs=0`` means nothing (-1 is one worker per CPU core)."""
+    A search with ``n_trials`` <= 0 would run nothing and ``n_jobs`` <= 0 would launch empty
+    batches forever; joblib's ``n_jobs=0`` means nothing (-1 is one worker per CPU core).
+    Checked before any folder is made, for any sweeper that has these keys."""
     sweeper = config.hydra.get("sweeper") or {}
     launcher = config.hydra.get("launcher") or {}
     n_trials, n_jobs = sweeper.get("n_trials"), sweeper.get("n_jobs")

@@ -44,7 +44,6 @@ from genlab.sweeps.study import (
     shown_url,
     storage_url,
     sweeper_identity,
-    trial_handle,
     write_study_record,
 )
 
@@ -185,15 +184,14 @@ class OptunaSearch:
         trial.set_user_attr(RUN_DIR_ATTR, str(run_dir))
         result = read_job_result(run_dir)
         if job_return.status == JobStatus.FAILED:
-            why = (result or {}).get("error") or repr(job_return._return_value)
+            why = (result or {}).get("error") or _job_error(job_return)
             trial.set_user_attr(OUTCOME_ATTR, str(why)[:500])
             study.tell(trial, state=TrialState.FAIL)
             return "FAIL"
         if result is None:  # a task that writes no result.json: its return value
             values = job_return.return_value
             values = list(values) if isinstance(values, (list, tuple)) else [values]
-            study.tell(trial, values=[float(v) for v in values])
-            return study.trials[trial.number].state.name
+            return study.tell(trial, values=[float(v) for v in values]).state.name
         trial.set_user_attr(OUTCOME_ATTR, result.get("status"))
         if result.get("status") == "pruned":
             study.tell(trial, state=TrialState.PRUNED)
@@ -257,7 +255,14 @@ class OptunaSearch:
                 [*space.overrides(t.params), f"hydra.sweeper.trial={t.number}"] for t in batch
             ]
             self.validate_batch_is_legal(overrides)
-            returns = self.launcher.launch(overrides, initial_job_idx=job)
+            try:
+                returns = self.launcher.launch(overrides, initial_job_idx=job)
+            except BaseException:  # Ctrl-C, a launcher error: no trial is left RUNNING
+                for t in batch:
+                    t.set_user_attr(OUTCOME_ATTR, "interrupted: the search stopped while it ran")
+                    study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+                write_study_record(self.sweep_dir, study, url, self.objectives, self.n_trials)
+                raise
             job += len(batch)
             states = [self._tell(study, t, r) for t, r in zip(batch, returns, strict=True)]
             remaining -= len(batch)
@@ -311,13 +316,14 @@ class OptunaSearch:
         sys.exit(1)  # SummarizeSweep still writes summary.md at exit
 
 
+def _job_error(job_return: Any) -> str:
+    """A failed job's exception, which Hydra re-raises on reading its return value."""
+    try:
+        job_return.return_value  # noqa: B018
+    except BaseException as err:
+        return f"{type(err).__name__}: {err}"
+    return "failed"
+
+
 def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
-def storage_for_job(sweeper: DictConfig, sweep_dir: str) -> str:
-    """The storage URL a job uses to reach its study (the sweeper's, by the same rule)."""
-    return storage_url(sweeper.get("storage"), sweep_dir)
-
-
-__all__ = ["RESULTS_FILE", "OptunaSearch", "storage_for_job", "trial_handle"]
