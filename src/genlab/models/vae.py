@@ -79,6 +79,7 @@ class VAE(GenerativeModel):
         kl_schedule: str = "constant",
         kl_warmup_epochs: Annotated[float, NON_NEGATIVE] = 0.0,
         free_bits: Annotated[float, NON_NEGATIVE] = 0.0,
+        class_prior: bool = False,
         **base: Any,  # latent_dim, monitor, scheduler, ...: see GenerativeModel
     ) -> None:
         super().__init__(**base)
@@ -112,6 +113,19 @@ class VAE(GenerativeModel):
             kl_warmup_epochs,
             free_bits,
         )
+        if class_prior and not self.num_classes:
+            raise ConfigError(
+                "model.class_prior=true needs classes (model.num_classes > 0, model=cvae): an "
+                "unconditional VAE has one prior, N(0, I)."
+            )
+        # A conditional VAE's prior p(z | y) = N(mu_y, diag sigma_y^2), learned with the rest
+        # (zeros: it starts as N(0, I)). Samples of class y then come from where the posteriors
+        # of class y's images lie, not from a prior shared by every class.
+        self.class_prior = (
+            nn.Embedding(self.num_classes, 2 * self.latent_dim) if class_prior else None
+        )
+        if self.class_prior is not None:
+            nn.init.zeros_(self.class_prior.weight)
         # Importance samples per image for the likelihood bound; 0 switches it off.
         self.iwae_samples = {"val": iwae_samples_val, "test": iwae_samples_test}
         if likelihood == "gaussian":
@@ -137,7 +151,10 @@ class VAE(GenerativeModel):
         return self._with_schedulers([self.optimizer_factory(self.parameters())])
 
     def private_nets(self) -> dict[str, nn.Module]:
-        return {"encoder": self.encoder, "decoder": self.decoder}
+        nets = {"encoder": self.encoder, "decoder": self.decoder}
+        if self.class_prior is not None:  # trained on the images' labels: private as well
+            nets["class_prior"] = self.class_prior
+        return nets
 
     def check_private_training(self) -> None:
         super().check_private_training()
@@ -205,9 +222,33 @@ class VAE(GenerativeModel):
         mu, _ = self.encode(x, labels)
         return self.decode(mu, labels)
 
+    def prior(
+        self, labels: torch.Tensor | None, like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The learned prior's (mean, log-variance) for ``labels``, shaped like ``like``; None
+        for the standard normal prior."""
+        if self.class_prior is None or labels is None:
+            return None
+        mu, logvar = self.class_prior(labels).to(like.dtype).chunk(2, dim=-1)
+        return mu, logvar
+
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        # The decoder's mean, not a Bernoulli draw: the usual way to show VAE samples.
+        """Standard-normal noise ``z`` -> images: with a learned class prior, z is first moved
+        to p(z | y). The decoder's mean, not a Bernoulli draw: the usual way to show VAE
+        samples."""
+        if (prior := self.prior(labels, z)) is not None:
+            z = prior[0] + torch.exp(0.5 * prior[1]) * z
         return self.decode(z, labels)
+
+    def relative_posterior(
+        self, mu: torch.Tensor, logvar: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z | x, y) in the coordinates where the prior is N(0, I): KL(q || p(z | y)) is the
+        standard ``gaussian_kl`` of these (a KL is unchanged by one affine map of both)."""
+        if (prior := self.prior(labels, mu)) is None:
+            return mu, logvar
+        p_mu, p_logvar = prior
+        return (mu - p_mu) * torch.exp(-0.5 * p_logvar), logvar - p_logvar
 
     # --- the bound ----------------------------------------------------------------------------
     def decoder_output(
@@ -235,6 +276,7 @@ class VAE(GenerativeModel):
         mu, logvar = self.encode(x, labels)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # reparameterisation
         log_px = self.log_likelihood(self.decoder_output(z, x, labels), x)
+        mu, logvar = self.relative_posterior(mu, logvar, labels)  # against p(z | y)
         return log_px, gaussian_kl(mu, logvar), (mu, logvar)
 
     @torch.no_grad()
@@ -251,6 +293,7 @@ class VAE(GenerativeModel):
         With ``labels`` (a conditional model) every term is given y: a bound on log p(x | y)."""
         mu, logvar = self.encode(x, labels)
         std = torch.exp(0.5 * logvar)
+        prior = self.prior(labels, mu)
         n = len(x)
         per_chunk = max(1, max_batch // n)
         log_w = []
@@ -258,7 +301,12 @@ class VAE(GenerativeModel):
             eps = torch.randn(min(per_chunk, k - start), *mu.shape, device=mu.device)
             z = mu + eps * std  # [k', N, D]
             log_q = -0.5 * (eps.pow(2) + logvar + math.log(2 * math.pi)).sum(-1)
-            log_p_z = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
+            if prior is None:
+                log_p_z = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
+            else:  # log N(z; mu_y, sigma_y^2)
+                p_mu, p_logvar = prior
+                u = (z - p_mu) * torch.exp(-0.5 * p_logvar)
+                log_p_z = -0.5 * (u.pow(2) + p_logvar + math.log(2 * math.pi)).sum(-1)
             xs = x.repeat(len(eps), 1, 1, 1)  # row i * n + j is image j, as in z.flatten(0, 1)
             ys = None if labels is None else labels.repeat(len(eps))
             log_p_x = self.log_likelihood(self.decoder_output(z.flatten(0, 1), xs, ys), xs)
