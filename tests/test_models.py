@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from genlab.callbacks.framework import LatestMetrics
 from genlab.data.mnist import MNISTDataModule
+from genlab.errors import ConfigError
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
 from genlab.nets.conv import ConvDecoder, ConvEncoder
@@ -286,3 +287,57 @@ def test_per_step_metrics_are_computed_only_on_logging_steps(digits: torch.Tenso
     assert names.count("train/d_real_acc") == 3
     assert names.count("train/g_loss") == 7
     assert "train/d_loss" in trainer.callback_metrics  # short runs still report
+
+
+def tiny_cvae(class_prior: bool) -> VAE:
+    return VAE(
+        encoder=ConvEncoder(out_features=8, width=16, num_classes=3, label_input="channels"),
+        decoder=ConvDecoder(latent_dim=4, width=16, out_activation=None, num_classes=3),
+        optimizer=partial(torch.optim.Adam, lr=2e-3),
+        latent_dim=4,
+        num_classes=3,
+        class_prior=class_prior,
+    )
+
+
+def test_a_learned_class_prior_is_what_the_kl_the_bound_and_samples_use(digits) -> None:
+    vae = tiny_cvae(class_prior=True).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():  # a prior far from N(0, I), different for each class
+        vae.class_prior.weight.normal_(0, 1.5)
+    x, y = digits[:6], torch.tensor([0, 1, 2, 0, 1, 2])
+    mu, logvar = vae.encode(x, y)
+    p_mu, p_logvar = vae.prior(y, mu)
+    posterior = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+    prior = torch.distributions.Normal(p_mu, torch.exp(0.5 * p_logvar))
+    _, kl, _ = vae.elbo_terms(x, y)
+    expected = torch.distributions.kl_divergence(posterior, prior).sum(1)
+    assert torch.allclose(kl, expected, rtol=1e-4, atol=1e-4)
+    # The k=1 importance bound is a one-sample ELBO: on average it equals the analytic one.
+    with torch.no_grad():
+        xs, ys = x.repeat(400, 1, 1, 1), y.repeat(400)
+        log_px, kl, _ = vae.elbo_terms(xs, ys)
+        elbo = (log_px - kl).view(400, 6).mean(0)
+        single = vae.iwae_bound(xs, 1, labels=ys).view(400, 6).mean(0)
+    assert torch.allclose(single, elbo, rtol=0.02), (single, elbo)
+    # Samples of class c decode from p(z | c): the same noise, other classes, other images.
+    noise = torch.randn(3, 4)
+    shifted = vae.generate(noise, torch.tensor([0, 1, 2]))
+    assert torch.allclose(
+        shifted[0], vae.decode(p_mu[0] + torch.exp(0.5 * p_logvar[0]) * noise[0:1], y[:1])[0]
+    )
+
+
+def test_a_class_prior_starts_as_the_standard_normal_and_needs_classes(digits) -> None:
+    with_prior, without = tiny_cvae(True).eval(), tiny_cvae(False).eval()
+    without.load_state_dict(with_prior.state_dict(), strict=False)
+    x, y = digits[:4], torch.tensor([0, 1, 2, 0])
+    torch.manual_seed(1)
+    a = with_prior.elbo_terms(x, y)[1]
+    torch.manual_seed(1)
+    b = without.elbo_terms(x, y)[1]
+    assert torch.allclose(a, b)  # zeros: N(0, I) until it learns
+    with pytest.raises(ConfigError, match=r"model\.class_prior=true needs classes"):
+        VAE(encoder=ConvEncoder(out_features=8, width=16), latent_dim=4, class_prior=True,
+            decoder=ConvDecoder(latent_dim=4, width=16, out_activation=None),
+            optimizer=partial(torch.optim.Adam, lr=2e-3))  # fmt: skip
