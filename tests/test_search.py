@@ -253,3 +253,34 @@ def test_wandb_groups_a_search_by_its_study() -> None:
         )
     HydraConfig.instance().set_config(cfg)
     assert sweep_group() == "gan_optuna"  # the same for every rerun that continues the study
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        (
+            "hydra.sweeper.directions=[minimize,up]",
+            "hydra.sweeper.directions: 'up' is not minimize or maximize: set "
+            "hydra.sweeper.direction=minimize (or maximize), or directions=[...] for several "
+            "objectives.",
+        ),
+        (
+            "+hydra.sweeper.custom_search_space=my.space",
+            "hydra.sweeper.custom_search_space is not a setting of genlab's Optuna sweeper: "
+            "remove it (docs/sweeps.md lists the settings, and what replaced "
+            "hydra-optuna-sweeper's).",
+        ),
+        ("model.optimizer.lr=interval(2,1)", "model.optimizer.lr: interval(2.0, 1.0) needs "
+         "start < end."),
+    ],
+    ids=["direction", "old-setting", "empty-interval"],
+)  # fmt: skip
+def test_search_settings_that_cannot_work_end_in_one_line(
+    tmp_path: Path, override: str, line: str
+) -> None:
+    result = run_script(
+        "train.py", "-m", "hparams_search=gan_optuna", override, f"hydra.sweep.dir={tmp_path}"
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"genlab: error: {line}"
+    assert not list(tmp_path.glob("*/result.json"))  # no trial ran

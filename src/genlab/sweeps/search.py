@@ -72,19 +72,10 @@ class OptunaSearch:
         trial: int | None = None,  # set for each job by the sweeper, never by a user
         **unknown: Any,
     ) -> None:
-        if unknown:  # e.g. hydra-optuna-sweeper's custom_search_space, in an old search config
-            key = next(iter(unknown))
-            raise ConfigError(
-                f"hydra.sweeper.{key} is not a setting of genlab's Optuna sweeper: remove it "
-                "(docs/sweeps.md lists the settings, and what replaced hydra-optuna-sweeper's)."
-            )
-        direction, directions = _plain(direction), _plain(directions)
-        if directions is None:  # `direction` may hold a list too, as the old sweeper allowed
-            directions = direction if isinstance(direction, list) else [direction]
-        self.directions = [str(d) for d in directions]
-        bad = [d for d in self.directions if d not in ("minimize", "maximize")]
-        if bad:
-            raise ConfigError(f"hydra.sweeper.directions: {bad[0]!r} is not minimize or maximize.")
+        # Checked in setup: an error raised here would reach the user wrapped by Hydra's
+        # instantiate, not as the one line that names the key.
+        self.unknown = unknown
+        self.direction, self.directions = _plain(direction), _plain(directions)
         self.objectives = [str(o) for o in _plain(objectives)] if objectives else None
         self.study_name = study_name or "genlab"
         self.storage = storage
@@ -99,6 +90,23 @@ class OptunaSearch:
         """``validate``: the plugin's ``validate_batch_is_legal`` (Hydra composes each job's
         config first, so a bad override fails before any job runs)."""
         self.config, self.validate_batch_is_legal = config, validate
+        if self.unknown:  # e.g. hydra-optuna-sweeper's custom_search_space, in an old config
+            raise ConfigError(
+                f"hydra.sweeper.{next(iter(self.unknown))} is not a setting of genlab's Optuna "
+                "sweeper: remove it (docs/sweeps.md lists the settings, and what replaced "
+                "hydra-optuna-sweeper's)."
+            )
+        directions = self.directions
+        if directions is None:  # `direction` may hold a list too, as the old sweeper allowed
+            directions = self.direction if isinstance(self.direction, list) else [self.direction]
+        self.directions = [str(d) for d in directions]
+        bad = [d for d in self.directions if d not in ("minimize", "maximize")]
+        if bad:
+            raise ConfigError(
+                f"hydra.sweeper.directions: {bad[0]!r} is not minimize or maximize: set "
+                "hydra.sweeper.direction=minimize (or maximize), or directions=[...] for "
+                "several objectives."
+            )
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         monitor = OmegaConf.select(config, "model.monitor")
         self.objectives = self.objectives or ([str(monitor)] if monitor else [])
@@ -124,7 +132,7 @@ class OptunaSearch:
         """The configured sampler. Its seed moves on by the study's trial count, so a study
         that continues draws new points instead of replaying its first ones."""
         if self.sampler_cfg is None:
-            return optuna.samplers.TPESampler(seed=existing or None)
+            return optuna.samplers.TPESampler()
         cfg = dict(_plain(self.sampler_cfg))
         if existing and cfg.get("seed") is not None:
             cfg["seed"] = int(cfg["seed"]) + existing
