@@ -234,14 +234,14 @@ class OptunaSearch:
             sampler_factory=self._sampler,
             pruner=self._pruner(),
         )
-        failed, elsewhere = fail_stale_trials(study, storage)
+        failed, live = fail_stale_trials(study, storage)
         if failed:
             log.info("trials %s were left RUNNING by a stopped sweeper: marked FAIL", failed)
-        if elsewhere:
-            log.warning("trials %s are RUNNING under a sweeper on another host: left so",
-                        elsewhere)  # fmt: skip
+        if live:
+            log.warning("trials %s are RUNNING under another sweeper of this study: counted "
+                        "as in flight", live)  # fmt: skip
         trials = study.get_trials(deepcopy=False)
-        done = sum(map(counted, trials)) + len(elsewhere)
+        done = sum(map(counted, trials)) + len(live)
         remaining = self.n_trials - done
         log.info(
             "study %s (%s): %d of %d trials done, %d to run; %s",

@@ -138,20 +138,20 @@ def fail_stale_trials(
 ) -> tuple[list[int], list[int]]:
     """Mark FAIL the RUNNING trials whose sweeper is gone (killed, crashed, lost its node).
 
-    Returns (trials marked FAIL, trials left RUNNING because their sweeper on another host may
-    still be working on them)."""
-    failed, elsewhere = [], []
+    Returns (trials marked FAIL, trials left RUNNING: their sweeper still runs here, or runs on
+    another host, where this process cannot tell, so they count as in flight)."""
+    failed, live = [], []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         alive = _sweeper_alive(trial.user_attrs.get(SWEEPER_ATTR))
-        if alive is None:
-            elsewhere.append(trial.number)
-        elif not alive:
+        if alive is None or alive:
+            live.append(trial.number)
+        else:
             trial_handle(study, storage, trial.number).set_user_attr(
                 OUTCOME_ATTR, "stale: its sweeper stopped while it ran; marked FAIL"
             )
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             failed.append(trial.number)
-    return failed, elsewhere
+    return failed, live
 
 
 def params_key(params: dict[str, Any]) -> tuple:
