@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from genlab.resume.slurm import FINISHED_STATES, job_fields
+
 ROOT = Path(__file__).resolve().parents[1]
 SBATCH = ROOT / "scripts" / "slurm" / "train.sbatch"
 COMMON = [
@@ -45,7 +47,7 @@ COMMON = [
     "extras.print_config=false",
     "test=false",
 ]
-DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}
+DONE = FINISHED_STATES
 
 
 def submit(log_dir: Path, extra: list[str]) -> str:
@@ -62,8 +64,7 @@ def submit(log_dir: Path, extra: list[str]) -> str:
 
 
 def job_state(job: str) -> tuple[str, str]:
-    out = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True)
-    fields = dict(f.split("=", 1) for f in out.stdout.split() if "=" in f)
+    fields = job_fields(job) or {}
     return fields.get("JobState", "UNKNOWN"), fields.get("Reason", "")
 
 

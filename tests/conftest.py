@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 import genlab  # noqa: F401  (registers resolvers)
+from genlab.resume.slurm import FINISHED_STATES, job_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -338,27 +339,13 @@ def _job_states(ids: list[str]) -> dict[str, tuple[str, str, int]]:
     """id -> (state, reason, restarts) from scontrol (jobs stay listed a while after ending)."""
     states = {}
     for job in ids:
-        out = subprocess.run(
-            ["scontrol", "-o", "show", "job", job], capture_output=True, text=True
-        ).stdout
-        fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
+        fields = job_fields(job) or {}
         states[job] = (
             fields.get("JobState", "UNKNOWN"),
             fields.get("Reason", ""),
             int(fields.get("Restarts", "0") or 0),
         )
     return states
-
-
-FINISHED = {
-    "COMPLETED",
-    "FAILED",
-    "CANCELLED",
-    "TIMEOUT",
-    "NODE_FAIL",
-    "OUT_OF_MEMORY",
-    "BOOT_FAIL",
-}
 
 
 def wait_for_jobs(
@@ -376,7 +363,7 @@ def wait_for_jobs(
         states = _job_states(ids)
         if until is not None and until():
             return {k: v[0] for k, v in states.items()}
-        if until is None and all(s in FINISHED for s, _, _ in states.values()):
+        if until is None and all(s in FINISHED_STATES for s, _, _ in states.values()):
             return {k: v[0] for k, v in states.items()}
         for job, (state, reason, _) in states.items():
             if state == "PENDING" and reason == "BeginTime":

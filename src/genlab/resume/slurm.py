@@ -85,8 +85,15 @@ def batch_job() -> BatchJob | None:
     return BatchJob(job_id=job_id, restarts=restarts)
 
 
-def _job_field(job_id: str, name: str) -> str | None:
-    """One field of ``scontrol show job``; None when SLURM cannot be asked."""
+# Job states after which SLURM runs nothing more of a job (a requeued one is PENDING again).
+FINISHED_STATES = frozenset(
+    {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"}
+)
+
+
+def job_fields(job_id: str) -> dict[str, str] | None:
+    """``scontrol -o show job <id>`` as a dict (JobState, Reason, Restarts, BatchFlag, ...);
+    None when SLURM cannot be asked. Jobs stay listed a while after they end."""
     if shutil.which("scontrol") is None:
         return None
     try:
@@ -99,8 +106,12 @@ def _job_field(job_id: str, name: str) -> str | None:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    match = re.search(rf"\b{name}=(\S+)", out)
-    return match.group(1) if match else None
+    return dict(field.split("=", 1) for field in out.split() if "=" in field)
+
+
+def _job_field(job_id: str, name: str) -> str | None:
+    """One field of ``scontrol show job``; None when SLURM cannot be asked."""
+    return (job_fields(job_id) or {}).get(name)
 
 
 def requeued_run_dir(runs_dir: str | Path) -> Path | None:
