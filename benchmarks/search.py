@@ -114,7 +114,7 @@ def plot(arms: list[dict], path: Path) -> None:
     for arm in arms:
         pts = [(c, b) for c, b, _ in arm["curve"] if b is not None]
         line = ax.step([c for c, _ in pts], [b for _, b in pts], where="post",
-                       label=f"pruner={arm['pruner']} (best {arm['best']:.3g})")  # fmt: skip
+                       label=f"{arm['pruner']} (best {arm['best']:.3g})")  # fmt: skip
         color = line[0].get_color()
         for state, marker in (("COMPLETE", "o"), ("PRUNED", "x")):
             at = [(c, b) for c, b, s in arm["curve"] if s == state and b is not None]
@@ -124,7 +124,9 @@ def plot(arms: list[dict], path: Path) -> None:
     ax.set_xlabel("CPU-minutes spent")
     ax.set_ylabel("best val/fid so far")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    # Between the unpruned curve's first plateau and the pruned curves' steps.
+    ax.legend(title="pruner", title_fontsize=7, fontsize=7, loc="lower left",
+              bbox_to_anchor=(0.4, 0.42))  # fmt: skip
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
