@@ -252,7 +252,10 @@ def test_wandb_groups_a_search_by_its_study() -> None:
             return_hydra_config=True,
         )
     HydraConfig.instance().set_config(cfg)
-    assert sweep_group() == "gan_optuna"  # the same for every rerun that continues the study
+    try:
+        assert sweep_group() == "gan_optuna"  # the same for every rerun that continues it
+    finally:  # later tests call train.run in this process: it must not look like a trial
+        HydraConfig.instance().cfg = None
 
 
 @pytest.mark.parametrize(
