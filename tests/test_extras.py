@@ -116,3 +116,10 @@ def test_train_py_stops_before_hydra_with_one_line() -> None:
     assert result.stderr.strip().splitlines() == [
         f"genlab: error: hparams_search=gan_optuna needs the Optuna sweeper: {INSTALL}"
     ]
+
+
+def test_training_needs_no_optuna() -> None:
+    # Optuna is the `sweeps` extra: the core install must still import the training task.
+    code = "import sys\nsys.modules['optuna'] = None\nimport genlab.train, genlab.sweeps\n"
+    result = run_script("-c", code)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -23,7 +23,7 @@ from genlab.resolvers import sweep_group
 from genlab.sweeps import collect
 from genlab.sweeps.search import OptunaSearch
 from genlab.sweeps.space import search_space
-from genlab.sweeps.study import open_storage, open_study
+from genlab.sweeps.study import build_pruner, open_storage, open_study
 from tests.conftest import CONF, JOB_TINY, ROOT, TINY, TINY_NETS, run_script
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -87,7 +87,7 @@ def _search(tmp_path: Path, **settings) -> tuple[OptunaSearch, optuna.Study, obj
     search.sweep_dir = tmp_path
     storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
     study = open_study(study_name="s", storage=storage, directions=["minimize"],
-                       sampler_factory=search._sampler, pruner=search._pruner())  # fmt: skip
+                       sampler_factory=search._sampler, pruner=build_pruner(None))  # fmt: skip
     return search, study, storage
 
 

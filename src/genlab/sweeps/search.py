@@ -34,6 +34,7 @@ from genlab.sweeps.study import (
     OUTCOME_ATTR,
     RUN_DIR_ATTR,
     SWEEPER_ATTR,
+    build_pruner,
     counted,
     fail_stale_trials,
     objective_value,
@@ -150,11 +151,6 @@ class OptunaSearch:
                 cfg = {k: v for k, v in cfg.items() if k not in unknown}
         return instantiate(cfg)
 
-    def _pruner(self) -> optuna.pruners.BasePruner:
-        if self.pruner_cfg is None:
-            return optuna.pruners.NopPruner()
-        return instantiate(_plain(self.pruner_cfg))
-
     def _new_trial(self, study: optuna.Study, space: SearchSpace, job: int) -> Any | None:
         """A trial whose parameters no trial of the study had; None when the space has no
         untried point left. A repeated proposal is recorded as a FAIL marked duplicate_of."""
@@ -192,25 +188,20 @@ class OptunaSearch:
         trial.set_user_attr(RUN_DIR_ATTR, str(run_dir))
         result = read_job_result(run_dir)
         if job_return.status == JobStatus.FAILED:
-            why = (result or {}).get("error") or _job_error(job_return)
-            trial.set_user_attr(OUTCOME_ATTR, str(why)[:500])
-            study.tell(trial, state=TrialState.FAIL)
-            return "FAIL"
+            return _fail(study, trial, (result or {}).get("error") or _job_error(job_return))
         if result is None:  # a task that writes no result.json: its return value
             values = job_return.return_value
             values = list(values) if isinstance(values, (list, tuple)) else [values]
             return study.tell(trial, values=[float(v) for v in values]).state.name
-        trial.set_user_attr(OUTCOME_ATTR, result.get("status"))
         if result.get("status") == "pruned":
+            trial.set_user_attr(OUTCOME_ATTR, "pruned")
             study.tell(trial, state=TrialState.PRUNED)
             return "PRUNED"
         values = [objective_value(result, key) for key in self.objectives]
         if result.get("status") != "ok" or any(v is None for v in values):
             missing = [k for k, v in zip(self.objectives, values, strict=True) if v is None]
-            why = result.get("error") or f"no value for {', '.join(missing)}"
-            trial.set_user_attr(OUTCOME_ATTR, str(why)[:500])
-            study.tell(trial, state=TrialState.FAIL)
-            return "FAIL"
+            return _fail(study, trial, result.get("error") or f"no value for {', '.join(missing)}")
+        trial.set_user_attr(OUTCOME_ATTR, "ok")
         study.tell(trial, values=values)
         return "COMPLETE"
 
@@ -232,7 +223,7 @@ class OptunaSearch:
             storage=storage,
             directions=self.directions,
             sampler_factory=self._sampler,
-            pruner=self._pruner(),
+            pruner=build_pruner(self.pruner_cfg),
         )
         failed, live = fail_stale_trials(study, storage)
         if failed:
@@ -322,6 +313,13 @@ class OptunaSearch:
     def _end(problem: str) -> None:
         print(f"genlab: error: {problem}", file=sys.stderr)
         sys.exit(1)  # SummarizeSweep still writes summary.md at exit
+
+
+def _fail(study: optuna.Study, trial: Any, why: str) -> str:
+    """Record why a trial failed (its user attributes, the summary) and tell Optuna FAIL."""
+    trial.set_user_attr(OUTCOME_ATTR, str(why)[:500])
+    study.tell(trial, state=TrialState.FAIL)
+    return "FAIL"
 
 
 def _job_error(job_return: Any) -> str:

@@ -95,6 +95,19 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         ) from None
 
 
+def build_pruner(config: Any) -> optuna.pruners.BasePruner:
+    """The ``hydra.sweeper.pruner`` config as a pruner (none: NopPruner). The sweeper and each
+    job build it from the same config: a job's pruner decides on its own trial."""
+    if not config:
+        return optuna.pruners.NopPruner()
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(config):
+        config = OmegaConf.to_container(config, resolve=True)
+    return instantiate(config)
+
+
 def trial_handle(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int):
     """Trial ``number`` of ``study`` as a live ``optuna.trial.Trial`` (report, prune, attrs),
     found through the storage's public lookups: any process can reach it."""

@@ -17,8 +17,6 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from genlab.sweeps.study import RUN_DIR_ATTR, open_storage, storage_url, trial_handle
-
 log = logging.getLogger(__name__)
 SWEEPER_TARGET = "hydra_plugins.genlab_sweeper.GenlabOptunaSweeper"
 
@@ -48,19 +46,23 @@ def current_trial(output_dir: str | None = None) -> TrialContext | None:
     sweeper = hydra.get("sweeper") or {}
     if sweeper.get("_target_") != SWEEPER_TARGET or sweeper.get("trial") is None:
         return None
+    # Optuna comes with the `sweeps` extra: imported only inside a search, so train.py runs
+    # (and starts as fast) without it.
     import optuna
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
+
+    from genlab.sweeps.study import (
+        RUN_DIR_ATTR,
+        build_pruner,
+        open_storage,
+        storage_url,
+        trial_handle,
+    )
 
     storage = open_storage(storage_url(sweeper.get("storage"), hydra.sweep.dir))
-    pruner_cfg = sweeper.get("pruner")
-    pruner = (
-        instantiate(OmegaConf.to_container(pruner_cfg, resolve=True))
-        if pruner_cfg
-        else optuna.pruners.NopPruner()
-    )
     name = sweeper.get("study_name") or "genlab"
-    study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+    study = optuna.load_study(
+        study_name=name, storage=storage, pruner=build_pruner(sweeper.get("pruner"))
+    )
     number = int(sweeper.trial)
     trial = trial_handle(study, storage, number)
     if output_dir is not None:
