@@ -133,7 +133,7 @@ def test_pruned_trials_stop_cleanly_keep_their_folders_and_are_marked(tmp_path: 
     study = _study(tmp_path)
     assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
     for job in collect(tmp_path):
-        assert job.result["status"] == "pruned" and job.result["pruned_after_validation"] == 0
+        assert job.result["status"] == "pruned" and job.result["pruned_after_validation"] == 1
         assert _validations(job.dir) == 1  # stopped after the first of two validations
         assert (job.dir / "checkpoints" / "last.ckpt").is_file()
         # The trial number and parameters are in the run's logged config (W&B's too).
@@ -144,7 +144,7 @@ def test_pruned_trials_stop_cleanly_keep_their_folders_and_are_marked(tmp_path: 
         )
     summary = (tmp_path / "summary.md").read_text()
     assert "| 0 | 0 | PRUNED |" in summary and "2 pruned" in summary
-    assert "- job 1: after validation 0, val/fid = " in summary
+    assert "- job 1: after validation 1, val/fid = " in summary
     assert "Not finished" not in summary
     assert "every trial was pruned" in result.stdout + result.stderr
     assert (tmp_path / "plot_study_history.png").is_file()
@@ -161,7 +161,7 @@ def test_pruning_reaches_trials_in_other_processes_through_the_storage(tmp_path:
     trials = _study(tmp_path).trials
     assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
     # Only the workers saw the validations: the sweeper learnt them from the storage.
-    assert all(t.intermediate_values.keys() == {0} for t in trials)
+    assert all(t.intermediate_values.keys() == {1} for t in trials)
     assert "Joblib" in result.stdout + result.stderr
 
 

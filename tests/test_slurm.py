@@ -243,7 +243,7 @@ def test_optuna_search_runs_its_trials_as_slurm_jobs(tmp_path: Path) -> None:
 
     study = optuna.load_study(study_name="gan_optuna", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
-    assert all(list(t.intermediate_values) == [0] for t in study.trials)  # from the jobs
+    assert all(list(t.intermediate_values) == [1] for t in study.trials)  # from the jobs
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
     ids = {_result(sweep / str(n))["slurm_job_id"] for n in range(4)}
     assert len(ids) == 4  # one SLURM job per trial

@@ -73,8 +73,10 @@ def current_trial(output_dir: str | None = None) -> TrialContext | None:
 class TrialPruning(Callback):
     """After each validation, report ``monitor`` to the trial; stop training when pruned.
 
-    The step is the validation's index, so trials whose batches cost different numbers of
-    optimizer steps (``n_critic``) are compared at the same point. It is part of the
+    The step is the number of validations so far (1 after the first), so trials whose batches
+    cost different numbers of optimizer steps (``n_critic``) are compared at the same point, and
+    a pruner's resources count validations: ``min_resource: 1`` decides after the first, and
+    Hyperband's ``max_resource`` is the validations of a full trial. The count is part of the
     checkpoint: a trial that resumes goes on counting."""
 
     def __init__(self, context: TrialContext, monitor: str) -> None:
@@ -88,8 +90,8 @@ class TrialPruning(Callback):
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
             return
-        step = self.validations
         self.validations += 1
+        step = self.validations
         prune = False
         if trainer.is_global_zero:
             self.context.trial.report(float(value), step)
