@@ -22,6 +22,8 @@ alone keeps strokes sharp but lets them drift by a pixel, which SSIM counts as b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import torch
@@ -39,6 +41,26 @@ from genlab.models.ema import ema_copy, ema_update
 from genlab.models.losses import gaussian_kl, nonsaturating_d_loss, nonsaturating_g_loss
 from genlab.models.penalties import r1_penalty
 from genlab.models.vae import split_posterior
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+@contextmanager
+def running_stats_frozen(net: nn.Module) -> Iterator[None]:
+    """Batch norm inside uses the batch's statistics but leaves its running ones alone.
+
+    The decoder runs twice per batch, on posterior and on prior codes; samples are drawn in eval
+    mode from the running statistics, so only the prior pass may move them (momentum 0 keeps
+    them; ``num_batches_tracked`` is unused when a momentum is set)."""
+    norms = [m for m in net.modules() if isinstance(m, BATCH_NORMS)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
 
 
 class VAEGAN(GenerativeModel):
@@ -124,7 +146,8 @@ class VAEGAN(GenerativeModel):
     def _forward(self, x01: torch.Tensor):
         mu, logvar = self.encode(x01)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        x_rec = self.decoder(z)
+        with running_stats_frozen(self.decoder):  # samples use the prior pass's statistics
+            x_rec = self.decoder(z)
         x_prior = self.decoder(self.noise(len(x01)))
         return mu, logvar, x_rec, x_prior
 
