@@ -264,6 +264,35 @@ def test_vaegan_steps_its_three_optimizers_once_per_batch(digits: torch.Tensor) 
     assert mu.shape == logvar.shape == (4, 4)
 
 
+def test_vaegan_decoder_learns_only_from_its_own_loss(digits: torch.Tensor) -> None:
+    # The encoder's loss (KL + feature loss) runs through the decoder, but with gamma=0 and no
+    # pixel loss the decoder's step is the adversarial one alone: scaling the encoder's feature
+    # loss a thousandfold must not move the decoder differently. (Its gradients were once kept
+    # by reference and the encoder's backward added into them.)
+    from functools import partial
+
+    from genlab.models.vaegan import VAEGAN
+
+    def decoder_after_one_batch(feature_scale: float) -> list[torch.Tensor]:
+        pl.seed_everything(0)
+        model = VAEGAN(
+            encoder=ConvEncoder(out_features=8, width=8),
+            decoder=ConvDecoder(latent_dim=4, width=8),
+            discriminator=ConvEncoder(out_features=1, width=8),
+            optimizer=partial(torch.optim.SGD, lr=0.1),
+            latent_dim=4,
+            gamma=0.0,
+            adversarial_reconstructions=False,
+        )
+        feature_loss = model._feature_loss
+        model._feature_loss = lambda x, x_rec: feature_scale * feature_loss(x, x_rec)
+        fit(model, digits[:32], epochs=1)  # one batch
+        return [p.detach().clone() for p in model.decoder.parameters()]
+
+    plain, scaled = decoder_after_one_batch(1.0), decoder_after_one_batch(1000.0)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, scaled, strict=True))
+
+
 def test_per_step_metrics_are_computed_only_on_logging_steps(digits: torch.Tensor) -> None:
     # self.log costs ~1 ms of Python: D's diagnostics are logged on the batches a logger
     # records (every log_every_n_steps, here 3) and on the epoch's last, G's loss every step.

@@ -193,7 +193,8 @@ class VAEGAN(GenerativeModel):
         opt_e.zero_grad(set_to_none=True)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(dec_loss, retain_graph=True)
-        dec_grads = [p.grad for p in self.decoder.parameters()]
+        # Copies: the next backward adds into the same .grad tensors in place.
+        dec_grads = [None if p.grad is None else p.grad.clone() for p in self.decoder.parameters()]
         self.encoder.zero_grad(set_to_none=True)  # dec_loss must not move the encoder
         self.manual_backward(enc_loss)
         for p, grad in zip(self.decoder.parameters(), dec_grads, strict=True):
