@@ -35,6 +35,7 @@ from torchmetrics.functional.image import (
 from genlab.config.rules import NON_NEGATIVE, POSITIVE
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, OptimizerFactory, refused_with_privacy
+from genlab.models.ex_post import ExPostGaussian
 from genlab.models.losses import (
     bernoulli_log_likelihood,
     gaussian_kl,
@@ -80,6 +81,7 @@ class VAE(GenerativeModel):
         kl_warmup_epochs: Annotated[float, NON_NEGATIVE] = 0.0,
         free_bits: Annotated[float, NON_NEGATIVE] = 0.0,
         class_prior: bool = False,
+        ex_post_prior: bool = False,
         **base: Any,  # latent_dim, monitor, scheduler, ...: see GenerativeModel
     ) -> None:
         super().__init__(**base)
@@ -126,6 +128,8 @@ class VAE(GenerativeModel):
         )
         if self.class_prior is not None:
             nn.init.zeros_(self.class_prior.weight)
+        # Samples from a Gaussian fitted to the training codes (per class), not from the prior.
+        self.ex_post = ExPostGaussian(self.num_classes, self.latent_dim) if ex_post_prior else None
         # Importance samples per image for the likelihood bound; 0 switches it off.
         self.iwae_samples = {"val": iwae_samples_val, "test": iwae_samples_test}
         if likelihood == "gaussian":
@@ -168,6 +172,11 @@ class VAE(GenerativeModel):
                 "decoder", type(self.decoder).__name__, "its masked weights are outside "
                 "Opacus' per-sample hooks, and noise on them would let pixels see themselves. "
                 "Use a factorised decoder (model=vae)."
+            )  # fmt: skip
+        if self.ex_post is not None:
+            raise refused_with_privacy(
+                "ex_post_prior", True, "it fits a Gaussian to the training images' codes outside "
+                "DP-SGD, so samples would reveal them. Set model.ex_post_prior=false."
             )  # fmt: skip
         if self.likelihood == "gaussian" and self.gaussian_sigma is None:
             raise refused_with_privacy(
@@ -233,10 +242,13 @@ class VAE(GenerativeModel):
         return mu, logvar
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Standard-normal noise ``z`` -> images: with a learned class prior, z is first moved
-        to p(z | y). The decoder's mean, not a Bernoulli draw: the usual way to show VAE
+        """Standard-normal noise ``z`` -> images: with ``ex_post_prior``, z is first moved to
+        the Gaussian fitted to the training codes (of class y); with a learned class prior, to
+        p(z | y). The decoder's mean, not a Bernoulli draw: the usual way to show VAE
         samples."""
-        if (prior := self.prior(labels, z)) is not None:
+        if self.ex_post is not None and bool(self.ex_post.fitted):
+            z = self.ex_post.transform(z, labels)
+        elif (prior := self.prior(labels, z)) is not None:
             z = prior[0] + torch.exp(0.5 * prior[1]) * z
         return self.decode(z, labels)
 
@@ -268,12 +280,15 @@ class VAE(GenerativeModel):
         return gaussian_log_likelihood(torch.sigmoid(out), self.log_sigma, x)
 
     def elbo_terms(
-        self, x: torch.Tensor, labels: torch.Tensor | None = None
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, record: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """One-sample estimate of (log p(x|z), KL(q(z|x) || p(z))) per image, in nats, and the
         posterior parameters (mu, logvar); a conditional model's terms are given y, its bound
-        one on log p(x | y)."""
+        one on log p(x | y). ``record`` (training batches): add the posterior means to the
+        ex-post Gaussian's sums."""
         mu, logvar = self.encode(x, labels)
+        if record and self.ex_post is not None:
+            self.ex_post.accumulate(mu, labels, self.current_epoch)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # reparameterisation
         log_px = self.log_likelihood(self.decoder_output(z, x, labels), x)
         mu, logvar = self.relative_posterior(mu, logvar, labels)  # against p(z | y)
@@ -336,7 +351,7 @@ class VAE(GenerativeModel):
     def _step(
         self, x: torch.Tensor, stage: str, batch_idx: int = 0, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        log_px, kl, (mu, logvar) = self.elbo_terms(x, labels)
+        log_px, kl, (mu, logvar) = self.elbo_terms(x, labels, record=stage == "train")
         weight = self.kl_weight(batch_idx) if stage == "train" else self.beta
         loss = -log_px.mean() + weight * self.kl_penalty(mu, logvar)
         if stage == "train" and not self.logging_step(batch_idx):
@@ -351,6 +366,25 @@ class VAE(GenerativeModel):
         if self.likelihood == "gaussian" and stage == "train":
             self.log("train/sigma", self.log_sigma.exp())
         return loss
+
+    def fit_ex_post(self) -> None:
+        """Fit the ex-post Gaussian to this epoch's sums so far (every rank's under DDP)."""
+        if self.ex_post is None:
+            return
+        sums = (self.ex_post.count, self.ex_post.total, self.ex_post.outer)
+        trainer = self.attached_trainer()
+        if trainer is not None and trainer.world_size > 1:
+            sums = tuple(trainer.strategy.reduce(s.clone(), reduce_op="sum") for s in sums)
+        if float(sums[0].sum()) > 0:
+            self.ex_post.fit(*sums)
+
+    def on_validation_epoch_start(self) -> None:
+        # Before the FID monitor samples and the checkpoint is written (both at validation).
+        if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
+            self.fit_ex_post()
+
+    def on_train_epoch_end(self) -> None:
+        self.fit_ex_post()  # runs without validation too
 
     def training_step(self, batch, batch_idx: int) -> None:
         loss = self._step(batch[0], "train", batch_idx, self.batch_labels(batch))
