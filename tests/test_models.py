@@ -318,7 +318,7 @@ def test_per_step_metrics_are_computed_only_on_logging_steps(digits: torch.Tenso
     assert "train/d_loss" in trainer.callback_metrics  # short runs still report
 
 
-def tiny_cvae(class_prior: bool) -> VAE:
+def tiny_cvae(class_prior: bool, ex_post_prior: bool = False) -> VAE:
     return VAE(
         encoder=ConvEncoder(out_features=8, width=16, num_classes=3, label_input="channels"),
         decoder=ConvDecoder(latent_dim=4, width=16, out_activation=None, num_classes=3),
@@ -326,6 +326,7 @@ def tiny_cvae(class_prior: bool) -> VAE:
         latent_dim=4,
         num_classes=3,
         class_prior=class_prior,
+        ex_post_prior=ex_post_prior,
     )
 
 
@@ -370,3 +371,71 @@ def test_a_class_prior_starts_as_the_standard_normal_and_needs_classes(digits) -
         VAE(encoder=ConvEncoder(out_features=8, width=16), latent_dim=4, class_prior=True,
             decoder=ConvDecoder(latent_dim=4, width=16, out_activation=None),
             optimizer=partial(torch.optim.Adam, lr=2e-3))  # fmt: skip
+
+
+def test_ex_post_prior_samples_from_each_class_training_codes(digits: torch.Tensor) -> None:
+    # Training fits one Gaussian per class to the posterior means of that epoch's batches;
+    # samples of class c then decode codes drawn from class c's Gaussian, seeded as before.
+    pl.seed_everything(0)
+    vae = tiny_cvae(class_prior=False, ex_post_prior=True)
+    seen: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (epoch, codes, labels) trained on
+    encode = vae.encode
+
+    def recording_encode(x, labels=None):
+        mu, logvar = encode(x, labels)
+        if vae.training:
+            seen.append((vae.current_epoch, mu.detach().clone(), labels.clone()))
+        return mu, logvar
+
+    vae.encode = recording_encode
+    labels = torch.arange(96) % 3
+    loader = DataLoader(TensorDataset(digits[:96], labels), batch_size=32)
+    trainer = framework_trainer(accelerator="cpu", max_epochs=2, limit_val_batches=0,
+                                logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(vae, loader)
+    ex_post = vae.ex_post
+    assert bool(ex_post.fitted) and int(ex_post.sums_epoch) == 1
+    assert ex_post.count.tolist() == [32.0, 32.0, 32.0]  # the last epoch only, per class
+    codes = torch.cat([mu for epoch, mu, _ in seen if epoch == 1])
+    classes = torch.cat([y for epoch, _, y in seen if epoch == 1])
+    for c in range(3):
+        own = codes[classes == c].double()
+        assert torch.allclose(ex_post.mean[c].double(), own.mean(0), atol=1e-5), c
+        tril = ex_post.scale_tril[c].double()
+        assert torch.allclose(tril @ tril.T, torch.cov(own.T), atol=1e-4), c
+    vae.eval()
+    noise = torch.randn(3, 4)
+    y = torch.tensor([0, 1, 2])
+    moved = ex_post.mean[y] + (ex_post.scale_tril[y] @ noise.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(vae.generate(noise, y), vae.decode(moved, y), atol=1e-6)
+    a = vae.sample(4, generator=torch.Generator().manual_seed(3), labels=torch.tensor([2] * 4))
+    b = vae.sample(4, generator=torch.Generator().manual_seed(3), labels=torch.tensor([2] * 4))
+    assert torch.equal(a, b) and a.shape == (4, 1, 28, 28)
+
+
+def test_ex_post_fit_recovers_a_known_gaussian_and_starts_each_epoch_over() -> None:
+    from genlab.models.ex_post import ExPostGaussian
+
+    torch.manual_seed(0)
+    fitted = ExPostGaussian(classes=2, latent_dim=3)
+    cov = torch.tensor([[1.0, 0.8, 0.0], [0.8, 1.0, 0.0], [0.0, 0.0, 0.25]])
+    codes = torch.distributions.MultivariateNormal(torch.tensor([2.0, -1.0, 0.0]), cov)
+    fitted.accumulate(torch.randn(500, 3) * 9, torch.zeros(500, dtype=torch.long), epoch=0)
+    for _ in range(4):  # epoch 1 in four batches: epoch 0's sums are dropped
+        fitted.accumulate(codes.sample((5000,)), torch.ones(5000, dtype=torch.long), epoch=1)
+    fitted.fit(fitted.count, fitted.total, fitted.outer)
+    assert fitted.count.tolist() == [0.0, 20000.0]
+    assert torch.allclose(fitted.mean[0], torch.zeros(3)) and torch.equal(
+        fitted.scale_tril[0], torch.eye(3)
+    )  # no codes of class 0 this epoch: it keeps N(0, I)
+    assert torch.allclose(fitted.mean[1], torch.tensor([2.0, -1.0, 0.0]), atol=0.05)
+    tril = fitted.scale_tril[1]
+    assert torch.allclose(tril @ tril.T, cov, atol=0.05)
+
+
+def test_ex_post_prior_is_refused_under_dp() -> None:
+    vae = tiny_cvae(class_prior=False, ex_post_prior=True)
+    refused = r"model\.ex_post_prior=True does not combine.*model\.ex_post_prior=false"
+    with pytest.raises(ConfigError, match=refused):
+        vae.check_private_training()
