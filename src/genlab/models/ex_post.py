@@ -43,9 +43,7 @@ class ExPostGaussian(nn.Module):
             self.count.zero_(), self.total.zero_(), self.outer.zero_()
             self.sums_epoch.fill_(epoch)
         codes = codes.detach().to(torch.float64)
-        index = torch.zeros(len(codes), dtype=torch.long, device=codes.device)
-        if labels is not None:
-            index = labels.long()
+        index = _rows(codes, labels)
         self.count.index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
         self.total.index_add_(0, index, codes)
         self.outer.index_add_(0, index, codes.unsqueeze(2) * codes.unsqueeze(1))
@@ -72,8 +70,13 @@ class ExPostGaussian(nn.Module):
 
     def transform(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Standard-normal ``z`` ``[N, D]`` -> codes from the fitted Gaussian of each label."""
-        index = torch.zeros(len(z), dtype=torch.long, device=z.device)
-        if labels is not None:
-            index = labels.long()
+        index = _rows(z, labels)
         mean, tril = self.mean[index].to(z.dtype), self.scale_tril[index].to(z.dtype)
         return mean + (tril @ z.unsqueeze(-1)).squeeze(-1)
+
+
+def _rows(codes: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """Which Gaussian each code belongs to: its label, or the only one (unconditional)."""
+    if labels is not None:
+        return labels.long()
+    return torch.zeros(len(codes), dtype=torch.long, device=codes.device)
