@@ -161,12 +161,17 @@ class RequeueAt(pl.Callback):
 
 
 class SlowBatches(pl.Callback):
-    """Sleep after each training batch: a run long enough for a time limit to cut it."""
+    """Sleep after each training batch: a run long enough for a time limit to cut it.
+    ``first_start_only``: not in a requeued SLURM job (``SLURM_RESTART_COUNT`` > 0)."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, first_start_only: bool = False) -> None:
         self.seconds = seconds
+        self.first_start_only = first_start_only
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        import os
         import time
 
+        if self.first_start_only and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
+            return
         time.sleep(self.seconds)

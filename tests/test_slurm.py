@@ -98,14 +98,18 @@ def test_requeues_continue_exactly_in_the_same_run_folder(tmp_path: Path) -> Non
             "+callbacks.requeue_val.in_validation=true",
             options=_options(requeued),
         ),
-        # A 1-minute limit with the warning 40 s before it (SLURM sends it up to a minute early:
-        # during start-up too); 1 s per batch makes the training outlast the first warning.
+        # A 1-minute limit with the warning 40 s before it. SLURM checks limits every 30 s and
+        # may send the warning up to that much early, during start-up too, so the warning comes
+        # within the first 50 s; 3 s per batch (18 batches) makes the first start outlast it.
+        # The requeued start gets a 10-minute limit (_on_restart): in a 1-minute job an early
+        # warning can leave a start no time to work, and it would requeue without end.
         "timed": sbatch(
             SBATCH,
             *RUN,
             f"paths.log_dir={timed}",
             "+callbacks.slow._target_=tests.fault_injection.SlowBatches",
-            "+callbacks.slow.seconds=1",
+            "+callbacks.slow.seconds=3",
+            "+callbacks.slow.first_start_only=true",
             options=_options(
                 timed, "--cpus-per-task=1", "--mem=2G", "--time=1", "--signal=B:USR2@40"
             ),
@@ -137,11 +141,14 @@ def test_requeues_continue_exactly_in_the_same_run_folder(tmp_path: Path) -> Non
     )
     # --full: the batch shell too, which is python itself (the script execs it).
     subprocess.run(["scancel", "--full", "--signal=TERM", jobs["term"]], check=True)
-    states = wait_for_jobs(
-        list(jobs.values()),
-        timeout=1200,
-        on_restart=lambda job: _drop_checkpoints(early) if job == jobs["early"] else None,
-    )
+
+    def _on_restart(job: str) -> None:
+        if job == jobs["early"]:
+            _drop_checkpoints(early)
+        elif job == jobs["timed"]:
+            subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"], check=True)
+
+    states = wait_for_jobs(list(jobs.values()), timeout=1200, on_restart=_on_restart)
     assert all(s == "COMPLETED" for s in states.values()), states
 
     ref = _run_dir(reference)
@@ -156,15 +163,17 @@ def test_requeues_continue_exactly_in_the_same_run_folder(tmp_path: Path) -> Non
         assert run_dir.name.endswith(f"_job{jobs[name]}"), run_dir
         result = _result(run_dir)
         assert result["status"] == "ok", (name, result)
-        if name == "timed":
-            assert result["requeues"] >= starts - 1, result
-        else:
-            assert result["requeues"] == starts - 1, (name, result)
+        assert result["requeues"] == starts - 1, (name, result)
         _assert_same_run(run_dir, ref)
         # Every start recorded itself in run_info.json; the first start's config stays.
         info = json.loads((run_dir / "run_info.json").read_text())
         assert len(info.get("resumes", [])) == result["requeues"]
         assert (run_dir / ".hydra" / "config.yaml").is_file()
+    # The time limit's warning signal, not SLURM's kill, stopped the timed job's first start.
+    assert (
+        "SIGUSR2: the SLURM job is about to be stopped"
+        in (timed / f"slurm-{jobs['timed']}.out").read_text()
+    )
 
 
 def _drop_checkpoints(log_dir: Path) -> None:
