@@ -129,19 +129,36 @@ def framework_trainer(**kwargs: Any) -> Any:
 
 
 def run_script(
-    script: str, *args: str, cwd: Path = ROOT, timeout: int = 300
+    script: str,
+    *args: str,
+    cwd: Path = ROOT,
+    timeout: int = 300,
+    every_2s: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run an entry point as a user would (a fresh process) and capture its output."""
+    """Run an entry point as a user would (a fresh process) and capture its output;
+    ``every_2s()`` runs while it does (e.g. ``release_requeued_jobs``)."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        # "train.py" -> the repo's script; "-m" -> a module (``run_script("-m", "pkg.mod")``)
-        [sys.executable, script if script.startswith("-") else str(ROOT / script), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    # "train.py" -> the repo's script; "-m" -> a module (``run_script("-m", "pkg.mod")``)
+    cmd = [sys.executable, script if script.startswith("-") else str(ROOT / script), *args]
+    if every_2s is None:
+        return subprocess.run(
+            cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    deadline = time.monotonic() + timeout
+    with subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        while True:
+            try:  # communicate keeps reading the pipes across its timeouts: they never fill
+                out, err = proc.communicate(timeout=2)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    proc.communicate()
+                    raise
+                every_2s()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 # --- running as an unprivileged user -------------------------------------------------------------
@@ -333,6 +350,15 @@ def sbatch(script: Path, *args: str, options: list[str] = ()) -> str:
         check=True,
     )
     return out.stdout.strip().split(";")[0]
+
+
+def release_requeued_jobs() -> None:
+    """Start now every job that SLURM holds after a requeue (reason BeginTime, ~2 minutes)."""
+    listed = subprocess.run(["squeue", "-h", "-o", "%i %r"], capture_output=True, text=True)
+    for line in listed.stdout.splitlines():
+        job, _, reason = line.partition(" ")
+        if reason.strip() == "BeginTime":
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"])
 
 
 def _job_states(ids: list[str]) -> dict[str, tuple[str, str, int]]:

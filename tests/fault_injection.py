@@ -140,7 +140,12 @@ class RequeueAt(pl.Callback):
         import subprocess
         import time
 
-        subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=True)
+        # An array task (a submitit job) is <array id>_<task id>: the plain id may name another
+        # task of the array.
+        job = os.environ["SLURM_JOB_ID"]
+        if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        subprocess.run(["scontrol", "requeue", job], check=True)
         deadline = time.monotonic() + 60
         while not trainer.received_sigterm and time.monotonic() < deadline:
             time.sleep(0.1)

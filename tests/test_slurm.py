@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import JOB_TINY, ROOT, run_script, sbatch, wait_for_jobs
+from tests.conftest import (
+    JOB_TINY,
+    ROOT,
+    release_requeued_jobs,
+    run_script,
+    sbatch,
+    wait_for_jobs,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -232,7 +239,9 @@ def test_ddp_job_takes_its_ranks_from_slurm_and_matches_local_ddp(tmp_path: Path
 
 def test_optuna_search_runs_its_trials_as_slurm_jobs(tmp_path: Path) -> None:
     """4 trials, 2 at a time, each a SLURM job; the study lives in SQLite, through which each
-    job reports its validations to the pruner (median: no pruning before 4 trials finish)."""
+    job reports its validations to the pruner (median: no pruning before 4 trials finish).
+    Every trial's job is requeued in its second epoch (pre-emption) and goes on in its folder
+    and its trial: the trial is COMPLETE with each validation reported once."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     result = run_script(
         "train.py",
@@ -243,19 +252,27 @@ def test_optuna_search_runs_its_trials_as_slurm_jobs(tmp_path: Path) -> None:
         "hydra.sweeper.n_jobs=2",
         "hydra/sweeper/pruner=median",
         f"hydra.sweeper.storage={storage}",
-        *JOB_TINY,
+        *[o for o in JOB_TINY if o != "trainer.max_epochs=1"],
+        "trainer.max_epochs=2",
+        "+callbacks.requeue._target_=tests.fault_injection.RequeueAt",
+        "+callbacks.requeue.epoch=1",
+        "+callbacks.requeue.batch=1",
         f"paths.log_dir={tmp_path}",
         timeout=900,
+        every_2s=release_requeued_jobs,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     import optuna
 
     study = optuna.load_study(study_name="gan_optuna", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
-    assert all(list(t.intermediate_values) == [1] for t in study.trials)  # from the jobs
+    assert all(list(t.intermediate_values) == [1, 2] for t in study.trials)  # from the jobs
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
-    ids = {_result(sweep / str(n))["slurm_job_id"] for n in range(4)}
-    assert len(ids) == 4  # one SLURM job per trial
+    results = [_result(sweep / str(n)) for n in range(4)]
+    assert len({r["slurm_job_id"] for r in results}) == 4  # one SLURM job per trial
+    assert [(r["status"], r["requeues"]) for r in results] == [("ok", 1)] * 4
+    for n in range(4):  # one validation row per epoch: the requeue repeated none
+        assert [r["epoch"] for r in _rows(sweep / str(n)) if r.get("val/fid")] == ["0", "1"]
 
 
 @pytest.mark.parametrize(
