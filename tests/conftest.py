@@ -358,7 +358,11 @@ def release_requeued_jobs() -> None:
     for line in listed.stdout.splitlines():
         job, _, reason = line.partition(" ")
         if reason.strip() == "BeginTime":
-            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"])
+            _start_now(job)
+
+
+def _start_now(job: str) -> None:
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"])
 
 
 def _job_states(ids: list[str]) -> dict[str, tuple[str, str, int]]:
@@ -395,7 +399,7 @@ def wait_for_jobs(
             if state == "PENDING" and reason == "BeginTime":
                 if on_restart is not None:
                     on_restart(job)
-                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"])
+                _start_now(job)
         if time.monotonic() > deadline:
             subprocess.run(["scancel", *ids])
             raise TimeoutError(f"SLURM jobs not done in {timeout} s: {states}")

@@ -140,12 +140,13 @@ class RequeueAt(pl.Callback):
         import subprocess
         import time
 
-        # An array task (a submitit job) is <array id>_<task id>: the plain id may name another
-        # task of the array.
-        job = os.environ["SLURM_JOB_ID"]
-        if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
-            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-        subprocess.run(["scontrol", "requeue", job], check=True)
+        from genlab.resume.slurm import batch_job
+
+        # batch_job's id: <array id>_<task id> for an array task (a submitit job), whose plain
+        # SLURM_JOB_ID may name another task of the array.
+        job = batch_job()
+        assert job is not None, "RequeueAt runs in a SLURM batch job only"
+        subprocess.run(["scontrol", "requeue", job.job_id], check=True)
         deadline = time.monotonic() + 60
         while not trainer.received_sigterm and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -174,9 +175,10 @@ class SlowBatches(pl.Callback):
         self.first_start_only = first_start_only
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        import os
         import time
 
-        if self.first_start_only and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
+        from genlab.resume.slurm import batch_job
+
+        if self.first_start_only and (job := batch_job()) is not None and job.restarts > 0:
             return
         time.sleep(self.seconds)
